@@ -1,0 +1,87 @@
+"""The pipeline flow: one Prefect task per DVC stage, in dependency order.
+
+Each task runs ``dvc repro --single-item <stage>``, so DVC decides whether the stage is stale and keeps the
+lineage; Prefect adds retries with backoff, logs, scheduling and a markdown artifact of each stage's
+metrics. Prefect's own result caching stays off: DVC already skips unchanged stages.
+
+    python -m flows.pipeline                  # whole pipeline, ephemeral Prefect API
+    python -m flows.pipeline ingest           # one stage (DVC reruns nothing upstream)
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.pipeline   # against a Prefect server
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from graphlib import TopologicalSorter
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stage_order(dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:
+    """Stages of dvc.yaml in dependency order (a stage runs after every stage whose outs it depends on)."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+
+    def paths(items: list) -> list[str]:
+        return [next(iter(i)) if isinstance(i, dict) else i for i in items or []]
+
+    producers = {out: name for name, s in stages.items() for out in paths(s.get("outs"))}
+    graph: dict[str, set[str]] = {}
+    for name, s in stages.items():
+        deps = set()
+        for d in paths(s.get("deps")):
+            deps |= {p for out, p in producers.items() if d == out or d.startswith(out.rstrip("/") + "/")}
+        graph[name] = deps - {name}
+    # static_order is deterministic for a given dict order; ties keep dvc.yaml's order
+    return list(TopologicalSorter(graph).static_order())
+
+
+def _metrics_markdown(stage: str, metrics_file: Path) -> str:
+    if not metrics_file.exists():
+        return f"# {stage}\n\n(no metrics file)"
+    m = json.loads(metrics_file.read_text())
+    rows = "\n".join(f"| {k} | {json.dumps(v) if isinstance(v, dict | list) else v} |" for k, v in m.items())
+    return f"# Stage `{stage}`\n\n| metric | value |\n|---|---|\n{rows}\n"
+
+
+@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.5,
+      cache_policy=NO_CACHE, task_run_name="dvc-{stage}")
+def run_stage(stage: str, force: bool = False) -> dict:
+    log = get_run_logger()
+    cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
+    log.info("$ %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        sys.stdout.write(line)  # keep progress bars visible in the terminal
+        tail = (tail + [line.rstrip()])[-40:]
+    if proc.wait() != 0:
+        raise RuntimeError(f"stage {stage!r} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    metrics_file = ROOT / "metrics" / f"{stage}.json"
+    create_markdown_artifact(key=f"stage-{stage}".replace("_", "-"), markdown=_metrics_markdown(stage, metrics_file),
+                             description=f"lmpipe stage {stage}")
+    return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+
+
+@flow(name="lmpipe-pipeline", log_prints=True)
+def pipeline(stages: list[str] | None = None, force: bool = False) -> dict[str, dict]:
+    """Run ``stages`` (default: all of dvc.yaml) in dependency order; returns each stage's metrics."""
+    order = stage_order()
+    unknown = set(stages or []) - set(order)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; dvc.yaml has {order}")
+    selected = [s for s in order if not stages or s in stages]
+    return {s: run_stage(s, force) for s in selected}
+
+
+if __name__ == "__main__":
+    pipeline(stages=sys.argv[1:] or None)

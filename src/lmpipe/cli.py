@@ -1,0 +1,59 @@
+"""``lmpipe``: the project's command line (config checks, running the pipeline, serving the local LLM)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+import yaml
+
+from lmpipe.config import ConfigError, load_params
+
+app = typer.Typer(help="lmpipe: raw text → evaluated language model, as one reproducible pipeline.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("validate")
+def config_validate(params: str = typer.Option("params.yaml", help="params file")) -> None:
+    """Check params.yaml against the typed schema; exit 1 with every problem and its YAML path."""
+    try:
+        load_params(params)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{params}: ok")
+
+
+@config_app.command("show")
+def config_show(
+    params: str = typer.Option("params.yaml", help="params file"),
+    section: str = typer.Argument(None, help="only this section, e.g. 'ingest'"),
+) -> None:
+    """Print the effective config: params.yaml merged with every default."""
+    try:
+        p = load_params(params).model_dump(mode="json")
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    if section:
+        if section not in p:
+            typer.echo(f"no section {section!r} (sections: {', '.join(p)})", err=True)
+            raise typer.Exit(1)
+        p = {section: p[section]}
+    yaml.safe_dump(p, sys.stdout, sort_keys=False)
+
+
+@app.command("run")
+def run(
+    stages: list[str] = typer.Argument(None, help="stages to run (default: all, in dvc.yaml order)"),
+    force: bool = typer.Option(False, help="rerun stages even if DVC finds them up to date"),
+) -> None:
+    """Run the pipeline as a Prefect flow (each task is one `dvc repro --single-item <stage>`)."""
+    from flows.pipeline import pipeline
+
+    pipeline(stages=stages or None, force=force)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,72 @@
+"""Realistic noise for the filters, each kind labelled in ``meta['noise']`` so filter decisions can be scored.
+
+Kinds: exact and near duplicates, boilerplate/navigation pages, spam, toxic lines (a tiny built-in test list
+of insults), mojibake (UTF-8 read as Latin-1), very short and very long documents; plus undecodable
+records (invalid UTF-8, binary blobs, malformed JSON) that ingestion must quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+# Mild insults only: enough to exercise word-list and classifier scoring without shipping slurs.
+TOXIC_WORDS = ["idiot", "moron", "stupid", "loser", "dumb", "pathetic", "worthless", "scum", "jerk", "imbecile"]
+
+NAV = ["Home", "About us", "Contact", "Privacy Policy", "Terms of Use", "Login", "Sign up", "Cart", "FAQ", "Sitemap"]
+
+
+def near_duplicate(text: str, rng: random.Random, edits: int = 3) -> str:
+    words = text.split(" ")
+    for _ in range(edits):
+        i = rng.randrange(len(words))
+        words[i] = rng.choice(["the", "a", "this", "that", "its", "their"])
+    return " ".join(words)
+
+
+def boilerplate(rng: random.Random) -> str:
+    lines = [" | ".join(rng.sample(NAV, 5)) for _ in range(rng.randint(6, 12))]
+    lines += ["Click here to subscribe to our newsletter!", "© 2024 All rights reserved.", "Accept cookies"] * 2
+    return "\n".join(lines)
+
+
+def spam(rng: random.Random) -> str:
+    offer = rng.choice(["cheap watches", "free crypto", "miracle pills", "casino bonus"])
+    line = f"BUY {offer.upper()} NOW!!! best price {offer} click here {offer}"
+    return "\n".join([line] * rng.randint(8, 20))
+
+
+def toxic(rng: random.Random, base: str) -> str:
+    insults = " ".join(rng.choice(TOXIC_WORDS) for _ in range(rng.randint(4, 9)))
+    return f"{base}\n\nYou are a {insults}, you {rng.choice(TOXIC_WORDS)}!"
+
+
+def mojibake(text: str) -> str:
+    return text.replace("'", "\u2019").replace(" - ", " \u2014 ").encode("utf-8").decode("latin-1")
+
+
+def short(rng: random.Random) -> str:
+    return rng.choice(["ok", "Read more", "thanks!", "404 Not Found", "Loading..."])
+
+
+def very_long(rng: random.Random, base: str, target: int) -> str:
+    out = []
+    while sum(map(len, out)) < target:
+        out.append(base)
+    return "\n\n".join(out)
+
+
+def broken_jsonl_lines(rng: random.Random) -> list[bytes]:
+    """Lines that must be quarantined with a reason: malformed JSON, invalid UTF-8, missing text field."""
+    return [
+        b'{"text": "an unterminated string}',
+        b'["a", "list", "not", "an", "object"]',
+        json.dumps({"body": "the text lives under the wrong key"}).encode(),
+        json.dumps({"text": 42}).encode(),
+        b'{"text": "caf\xe9 au lait, written in Latin-1"}',
+        json.dumps({"text": "   "}).encode(),
+    ]
+
+
+def binary_blob(rng: random.Random) -> bytes:
+    return bytes(rng.randrange(256) for _ in range(4096)) + b"\x00" * 64

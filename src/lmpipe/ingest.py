@@ -1,0 +1,18 @@
+"""The ingest stage: every configured source → one sharded document dataset (+ quarantine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmpipe.config import IngestConfig
+from lmpipe.executors import Executor
+from lmpipe.sharded import run_stage
+from lmpipe.sources import plan_units, read_unit
+
+
+def ingest(cfg: IngestConfig, out_dir: str | Path, rejected_dir: str | Path, executor: Executor) -> dict:
+    """Read all sources into ``out_dir``; undecodable or invalid records go to ``rejected_dir``."""
+    units = [u for src in cfg.sources for u in plan_units(src, cfg.group_mib << 20)]
+    stats = run_stage(read_unit, units, cfg, out_dir, rejected_dir, executor, cfg.docs_per_shard, desc="ingest")
+    stats["sources"] = len(cfg.sources)
+    return stats

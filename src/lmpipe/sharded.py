@@ -1,0 +1,189 @@
+"""Resumable, executor-agnostic processing of work units into kept + rejected datasets.
+
+A stage describes its work as ``units`` (an input file, a shard of an upstream dataset, ...) and a
+top-level ``process(unit, params)`` generator that yields ``Document`` (kept) or ``Rejected`` items and
+may *return* ``{"in": n}``, the number of input records it read. Each unit writes its own shards
+(``part-<unit>-<k>.parquet``) and, once complete, a marker ``<state_dir>/<unit>.json`` holding its stats
+and a fingerprint of (params, unit). The state directory sits beside the outputs, not inside them, so an
+output's DVC hash depends on its data alone. A rerun after a crash skips every unit whose marker matches, so a
+killed run resumes and produces byte-identical output; ``finalize`` then writes the manifests in unit
+order and deletes shards no unit owns (left over from older params).
+
+Counts are conserved: for every unit ``in == kept + rejected`` or the stage fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lmpipe.documents import (
+    REJECT_SCHEMA,
+    Document,
+    Rejected,
+    ShardInfo,
+    ShardWriter,
+    write_manifest,
+)
+from lmpipe.executors import Executor
+
+Process = Callable[[Any, Any], Iterator[Document | Rejected]]
+
+
+class ConservationError(RuntimeError):
+    """A unit's input count differs from kept + rejected: a record would have been lost."""
+
+
+@dataclass
+class UnitTask:
+    index: int
+    unit: Any
+    key: str  # identifies the unit's input (path + size + mtime, or an upstream shard hash)
+    process: Process
+    params: Any
+    kept_dir: str
+    rejected_dir: str
+    state_dir: str
+    docs_per_shard: int
+    fingerprint: str
+
+
+def fingerprint(params: Any, key: str) -> str:
+    payload = params.model_dump_json() if hasattr(params, "model_dump_json") else json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(f"{payload}\0{key}".encode()).hexdigest()[:32]
+
+
+def _marker(task: UnitTask) -> Path:
+    return Path(task.state_dir) / f"{task.index:05d}.json"
+
+
+def _load_done(task: UnitTask) -> dict | None:
+    path = _marker(task)
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    if done.get("fingerprint") != task.fingerprint:
+        return None
+    for kind, base in (("kept", task.kept_dir), ("rejected", task.rejected_dir)):
+        for s in done[f"{kind}_shards"]:
+            f = Path(base) / s["path"]
+            if not f.exists() or f.stat().st_size != s["file_bytes"]:
+                return None
+    return done
+
+
+def run_unit(task: UnitTask) -> dict:
+    """Process one unit (or reuse its completed result). Top-level so every executor can pickle it."""
+    done = _load_done(task)
+    if done is not None:
+        return done
+    prefix = f"part-{task.index:05d}"
+    kept = ShardWriter(task.kept_dir, prefix, docs_per_shard=task.docs_per_shard)
+    rejected = ShardWriter(task.rejected_dir, prefix, REJECT_SCHEMA, docs_per_shard=task.docs_per_shard)
+    reasons: Counter[str] = Counter()
+    domains: Counter[str] = Counter()
+    n_kept = 0
+    gen = task.process(task.unit, task.params)
+    with kept, rejected:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                extra = stop.value or {}
+                break
+            if isinstance(item, Rejected):
+                rejected.write(item)
+                reasons[item.reason] += 1
+            else:
+                kept.write(item)
+                domains[item.domain] += 1
+                n_kept += 1
+    n_rej = sum(reasons.values())
+    n_in = extra.get("in", n_kept + n_rej)
+    if n_in != n_kept + n_rej:
+        raise ConservationError(f"unit {task.index} ({task.key}): in={n_in} != kept={n_kept} + rejected={n_rej}")
+    result = {
+        "index": task.index,
+        "key": task.key,
+        "fingerprint": task.fingerprint,
+        "in": n_in,
+        "kept": n_kept,
+        "rejected": n_rej,
+        "by_reason": dict(sorted(reasons.items())),
+        "by_domain": dict(sorted(domains.items())),
+        "kept_shards": [asdict(s) for s in kept.shards],
+        "rejected_shards": [asdict(s) for s in rejected.shards],
+        **{k: v for k, v in extra.items() if k != "in"},
+    }
+    marker = _marker(task)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, marker)
+    return result
+
+
+def run_stage(
+    process: Process,
+    units: list[tuple[str, Any]],
+    params: Any,
+    kept_dir: str | Path,
+    rejected_dir: str | Path,
+    executor: Executor,
+    docs_per_shard: int = 5000,
+    desc: str = "",
+    state_dir: str | Path | None = None,
+) -> dict:
+    """Run ``process`` over ``units`` (``(key, unit)`` pairs) and return the stage stats.
+
+    ``state_dir`` (default: ``.state/<kept_dir name>`` beside ``kept_dir``) holds the resume markers.
+    """
+    kept_dir, rejected_dir = Path(kept_dir), Path(rejected_dir)
+    state = Path(state_dir) if state_dir else kept_dir.parent / ".state" / kept_dir.name
+    for d in (kept_dir, rejected_dir, state):
+        d.mkdir(parents=True, exist_ok=True)
+    tasks = [
+        UnitTask(
+            i, unit, key, process, params, str(kept_dir), str(rejected_dir), str(state),
+            docs_per_shard, fingerprint(params, key),
+        )
+        for i, (key, unit) in enumerate(units)
+    ]
+    results = executor.map(run_unit, tasks, desc=desc)
+    return finalize(results, kept_dir, rejected_dir, state)
+
+
+def finalize(results: list[dict], kept_dir: Path, rejected_dir: Path, state_dir: Path) -> dict:
+    """Write both manifests in unit order, remove orphans, and sum the stats."""
+    stats: dict[str, Any] = {"units": len(results), "in": 0, "kept": 0, "rejected": 0}
+    reasons: Counter[str] = Counter()
+    domains: Counter[str] = Counter()
+    for r in results:
+        for k in ("in", "kept", "rejected"):
+            stats[k] += r[k]
+        reasons.update(r["by_reason"])
+        domains.update(r["by_domain"])
+    if stats["in"] != stats["kept"] + stats["rejected"]:
+        raise ConservationError(f"in={stats['in']} != kept={stats['kept']} + rejected={stats['rejected']}")
+    stats["by_reason"] = dict(sorted(reasons.items()))
+    stats["kept_by_domain"] = dict(sorted(domains.items()))
+    live_markers = {f"{r['index']:05d}.json" for r in results}
+    for kind, base in (("kept", kept_dir), ("rejected", rejected_dir)):
+        shards = [ShardInfo(**s) for r in results for s in r[f"{kind}_shards"]]
+        owned = {s.path for s in shards}
+        for f in base.glob("*.parquet"):
+            if f.name not in owned:
+                f.unlink()
+        for f in base.glob(".*.tmp"):
+            f.unlink()
+        write_manifest(base, shards)
+    for f in state_dir.glob("*.json"):
+        if f.name not in live_markers:
+            f.unlink()
+    return stats

@@ -1,0 +1,43 @@
+"""Helpers shared by the thin stage entry points in ``stages/``: params, executors, metrics files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lmpipe.config import ExecutorConfig
+from lmpipe.executors import Executor, make_executor
+
+
+@contextmanager
+def executor_from(cfg: ExecutorConfig) -> Iterator[Executor]:
+    ex = make_executor(cfg)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+def write_metrics(path: str | Path, stats: dict[str, Any], seconds: float | None = None) -> None:
+    """Write a DVC metrics file (JSON, sorted keys) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if seconds is not None:
+        stats = {**stats, "seconds": round(seconds, 2)}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
