@@ -29,6 +29,7 @@ from lmpipe.documents import (
     Rejected,
     ShardInfo,
     ShardWriter,
+    read_manifest,
     write_manifest,
 )
 from lmpipe.executors import Executor
@@ -52,6 +53,12 @@ class UnitTask:
     state_dir: str
     docs_per_shard: int
     fingerprint: str
+
+
+def dataset_units(directory: str | Path) -> list[tuple[str, str]]:
+    """One ``(key, shard path)`` unit per shard of an upstream dataset; the key is the shard's SHA-256."""
+    directory = Path(directory)
+    return [(s["sha256"], str(directory / s["path"])) for s in read_manifest(directory)["shards"]]
 
 
 def fingerprint(params: Any, key: str) -> str:
