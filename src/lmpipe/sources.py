@@ -212,8 +212,9 @@ def _split_txt(data: bytes, how: str) -> Iterator[tuple[str, bytes]]:
     start = 1
     for i, line in enumerate(lines, 1):
         boundary = not line.strip() if how == "paragraph" else bool(_HEADING.match(line))
-        if boundary and any(b.strip() for b in block):
-            yield f"#L{start}", b"\n".join(block).strip(b"\n")
+        if boundary:
+            if any(b.strip() for b in block):
+                yield f"#L{start}", b"\n".join(block).strip(b"\n")
             block, start = [], i
         if boundary and how == "paragraph":
             block, start = [], i + 1
@@ -249,6 +250,7 @@ def _record(obj: Any, locator: str, src: SourceConfig, cfg: IngestConfig, raw: b
 def _read_jsonl(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
     with _open(unit) as f:
         for i, line in enumerate(f, 1):
+            line = line.rstrip(b"\r\n")
             if not line.strip():
                 continue
             locator = f"{unit.path}#L{i}"
