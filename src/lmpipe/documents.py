@@ -57,9 +57,8 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["meta"] = json.dumps(self.meta, sort_keys=True, ensure_ascii=False)
-        return row
+        meta = json.dumps(self.meta, sort_keys=True, ensure_ascii=False) if self.meta else "{}"
+        return {"id": self.id, "text": self.text, "domain": self.domain, "source": self.source, "meta": meta}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Document:
@@ -121,7 +120,9 @@ class ShardWriter:
         self.prefix, self.schema = prefix, schema
         self.docs_per_shard, self.row_group = docs_per_shard, min(row_group, docs_per_shard)
         self.shards: list[ShardInfo] = []
-        self._buf: list[dict[str, Any]] = []
+        # column buffers: building Arrow arrays per column is far cheaper than from_pylist on row dicts
+        self._cols: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
         self._n = self._bytes = 0
 
@@ -131,11 +132,13 @@ class ShardWriter:
     def write(self, row: dict[str, Any] | Document | Rejected) -> None:
         if not isinstance(row, dict):
             row = row.to_row()
-        self._buf.append(row)
+        for name, col in self._cols.items():
+            col.append(row.get(name))
+        self._buffered += 1
         self._bytes += len((row.get("text") or "").encode("utf-8"))
-        if len(self._buf) >= self.row_group:
+        if self._buffered >= self.row_group:
             self._flush()
-        if self._n + len(self._buf) >= self.docs_per_shard:
+        if self._n + self._buffered >= self.docs_per_shard:
             self._close_shard()
 
     def write_all(self, rows: Iterable[dict[str, Any] | Document | Rejected]) -> None:
@@ -143,13 +146,16 @@ class ShardWriter:
             self.write(row)
 
     def _flush(self) -> None:
-        if not self._buf:
+        if not self._buffered:
             return
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._tmp(), self.schema, compression="zstd")
-        self._writer.write_table(pa.Table.from_pylist(self._buf, schema=self.schema))
-        self._n += len(self._buf)
-        self._buf = []
+        arrays = [pa.array(self._cols[f.name], type=f.type) for f in self.schema]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self._n += self._buffered
+        self._buffered = 0
+        for col in self._cols.values():
+            col.clear()
 
     def _close_shard(self) -> None:
         self._flush()
