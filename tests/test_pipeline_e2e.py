@@ -86,8 +86,21 @@ async def main():
         print([r.state.type.value for r in runs], sorted(a.key for a in arts))
 asyncio.run(main())
 """
-        out = sh([sys.executable, "-c", check], project, env={"PREFECT_HOME": env["PREFECT_HOME"], "PREFECT_API_URL": api})
+        penv = {"PREFECT_HOME": env["PREFECT_HOME"], "PREFECT_API_URL": api, "LMPIPE_HOME": str(project)}
+        out = sh([sys.executable, "-c", check], project, env=penv)
         assert "['COMPLETED']" in out and "stage-ingest" in out
+
+        # The deployments in infra/ deploy, schedule, and run through a real process worker.
+        shutil.copytree(ROOT / "infra", project / "infra", dirs_exist_ok=True)
+        prefect = str(BIN / "prefect")
+        sh([prefect, "work-pool", "create", "lmpipe-process", "--type", "process"], project, env=penv)
+        sh([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect/prefect.yaml"], project, env=penv)
+        listed = sh([prefect, "deployment", "ls"], project, env=penv)
+        assert "lmpipe-pipeline/nightly" in listed and "lmpipe-pipeline/data-only" in listed
+        sh([prefect, "deployment", "run", "lmpipe-pipeline/data-only"], project, env=penv)
+        sh([prefect, "worker", "start", "--pool", "lmpipe-process", "--run-once"], project, env=penv, timeout=300)
+        out = sh([sys.executable, "-c", check], project, env=penv)
+        assert out.count("COMPLETED") == 2 and "SCHEDULED" in out  # the nightly schedule queued future runs
     finally:
         server.terminate()
         server.wait(30)
