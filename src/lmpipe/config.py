@@ -79,6 +79,406 @@ class IngestConfig(Section):
         return self
 
 
+# ------------------------------------------------------------------------------------------- dedup
+class NormalizeConfig(Section):
+    """How text is normalised before exact hashing and shingling (steps in ``lmpipe.dedup.exact``)."""
+
+    unicode_nfkc: bool = True
+    lowercase: bool = True
+    strip_punctuation: bool = Field(True, description="punctuation/symbols become spaces")
+    strip_digits: bool = Field(False, description="off: problems differing only in numbers are distinct")
+
+
+class DedupConfig(Section):
+    """Exact (normalised hash) + near (MinHash LSH) dedup; one document kept per duplicate cluster."""
+
+    normalize: NormalizeConfig = NormalizeConfig()
+    exact: bool = True
+    near: bool = True
+    shingle_size: int = Field(5, ge=1, le=32, description="words per shingle")
+    bands: int = Field(14, ge=1, le=512)
+    rows: int = Field(8, ge=1, le=64, description="signature values per band; num_perm = bands * rows")
+    seed: int = Field(1, ge=0, description="draws the MinHash permutations")
+    verify: Literal["none", "signature", "exact"] = Field(
+        "signature", description="check LSH candidates: estimated (signature) or exact shingle Jaccard")
+    threshold: float = Field(0.7, ge=0.0, le=1.0, description="minimum Jaccard of a verified candidate pair")
+    keep: Literal["first", "longest"] = Field("first", description="survivor of a cluster (ties: first)")
+    batch_docs: int = Field(1000, ge=1, description="documents hashed per vectorised batch")
+    chunk_shingles: int = Field(1 << 15, ge=64, description="shingles per permutation block (memory knob)")
+    bucket_mib: int = Field(256, ge=1, description="memory for one band's buckets in the cluster pass")
+    docs_per_shard: int = Field(5000, ge=1)
+
+    @property
+    def num_perm(self) -> int:
+        return self.bands * self.rows
+
+
+# ------------------------------------------------------------------------------------------- gates
+DropBounds = tuple[float, float]
+
+
+class StageGateConfig(Section):
+    """Expectations for one data stage's output (and the stage's drop statistics)."""
+
+    min_docs: int = Field(1, ge=0)
+    min_chars: int = Field(1, ge=0, description="every kept text has at least this many characters")
+    max_chars: int = Field(1_000_000, ge=1)
+    domains: list[str] | None = Field(None, description="allowed domains; None = gates.domains")
+    drop_bounds: dict[str, DropBounds] = Field(
+        default_factory=dict, description="reason -> [min, max] fraction of the stage's input it may drop")
+    max_drop_fraction: float = Field(1.0, ge=0.0, le=1.0, description="bound for reasons not in drop_bounds")
+
+    @model_validator(mode="after")
+    def _check(self) -> StageGateConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must not exceed max_chars ({self.max_chars})")
+        for reason, (lo, hi) in self.drop_bounds.items():
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"drop_bounds.{reason}: need 0 <= min <= max <= 1, got [{lo}, {hi}]")
+        return self
+
+
+class GatesConfig(Section):
+    """great-expectations gates after each data stage; a failed gate fails the stage."""
+
+    enabled: bool = True
+    sample_docs: int = Field(5000, ge=1, description="rows validated in full (all columns); stats stream over all")
+    domains: list[str] = Field(default_factory=lambda: ["prose", "code", "math", "fiction", "web"])
+    stages: dict[str, StageGateConfig] = Field(default_factory=dict)
+
+    def for_stage(self, stage: str) -> StageGateConfig:
+        return self.stages.get(stage, StageGateConfig())
+
+
+# ---------------------------------------------------------------------------------------- tokenize
+class TokenizeConfig(Section):
+    """Byte-level BPE training (or a reused local HF tokenizer) and packing into per-domain token files."""
+
+    tokenizer_path: str | None = Field(None, description="reuse this local HF tokenizer dir instead of training")
+    vocab_size: int = Field(8192, ge=300, le=1 << 20, description="target vocab (incl. special tokens)")
+    min_frequency: int = Field(2, ge=1, description="BPE merges need a pair seen at least this often")
+    train_max_mib: float = Field(
+        256, gt=0, description="train the tokenizer on a deterministic id-hash sample of about this much text"
+    )
+    eos_token: str = Field("<|endoftext|>", min_length=1, description="appended after every document")
+    pad_token: str | None = "<|pad|>"
+    extra_special_tokens: list[str] = Field(default_factory=list)
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="held-out share, by a hash of the doc id")
+    batch_docs: int = Field(512, ge=1, description="documents per encode_batch call")
+    encode_threads: int = Field(
+        1, ge=0, description="threads inside each encode_batch (0 = all cores); processes come from run.executor"
+    )
+    heldout_docs_per_shard: int = Field(5000, ge=1)
+
+    @model_validator(mode="after")
+    def _specials(self) -> TokenizeConfig:
+        specials = [self.eos_token, *([self.pad_token] if self.pad_token else []), *self.extra_special_tokens]
+        if len(set(specials)) != len(specials):
+            raise ValueError(f"special tokens must be distinct; got {specials}")
+        return self
+
+
+# ----------------------------------------------------------------------------------------- mixture
+class MixtureConfig(Section):
+    """Domain weights of the training mixture (normalised at use; zero drops a domain)."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: {"prose": 0.3, "code": 0.2, "math": 0.2, "fiction": 0.3})
+    missing: Literal["error", "ignore"] = Field(
+        "error", description="a weighted domain absent from the token index: fail, or drop it"
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> MixtureConfig:
+        bad = {k: v for k, v in self.weights.items() if not v >= 0}
+        if bad:
+            raise ValueError(f"weights must be non-negative; got {bad}")
+        if not self.weights or sum(self.weights.values()) <= 0:
+            raise ValueError("at least one domain needs a positive weight")
+        return self
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+class EvalModelConfig(Section):
+    """One model to evaluate: a local HF causal-LM directory (weights + tokenizer files)."""
+
+    path: str = Field(..., min_length=1)
+    parent: str | None = Field(None, description="name of the model this one was trained from (for forgetting)")
+
+
+class HeldoutConfig(Section):
+    """Per-domain loss / perplexity / bits-per-byte on held-out documents, under a budget."""
+
+    max_docs_per_domain: int = Field(200, ge=1)
+    max_tokens_per_domain: int = Field(50_000, ge=1, description="whole documents are taken until this is reached")
+    seq_len: int | None = Field(None, ge=2, description="scoring window; default: the model's context length")
+
+
+class QAConfig(Section):
+    """Closed-book QA: the prompt may name the title, never the article."""
+
+    format: Literal["auto", "jsonl", "quality"] = "auto"
+    template: str = Field("Q: {question}\nA:", description="fields: {title}, {question} (no article: closed-book)")
+    normalise: Literal["chars", "tokens", "none"] = Field("chars", description="length normalisation of MC scores")
+    generate: bool = Field(True, description="also greedy-generate answers and score normalised exact match")
+    max_new_tokens: int = Field(12, ge=1)
+    max_questions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _closed_book(self) -> QAConfig:
+        import string
+
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.template) if f}
+        if not fields <= {"title", "question"}:
+            raise ValueError(f"template may use {{title}} and {{question}} only (closed-book); got {sorted(fields)}")
+        if "question" not in fields:
+            raise ValueError("template must contain {question}")
+        return self
+
+
+class ToxicityConfig(Section):
+    """RealToxicityPrompts-style: k sampled continuations per prompt, scored by a toxicity scorer."""
+
+    prompts: list[str] = Field(default_factory=list, description="empty: skip the toxicity evaluation")
+    samples_per_prompt: int = Field(5, ge=1, description="k")
+    max_new_tokens: int = Field(20, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    threshold: float = Field(0.5, ge=0, le=1, description="a continuation counts as toxic at or above this score")
+    scorer: Literal["auto", "classifier", "wordlist"] = Field(
+        "auto", description="auto: the filter stage's classifier when available, else the demo word list"
+    )
+
+
+class SamplesConfig(Section):
+    prompts: list[str] = Field(default_factory=list)
+    max_new_tokens: int = Field(40, ge=1)
+
+
+class LmEvalConfig(Section):
+    """Optional lm-evaluation-harness tasks (``pip install lmpipe[lmeval]``); skipped when empty or absent."""
+
+    tasks: list[str] = Field(default_factory=list)
+    include_path: str | None = Field(None, description="directory of local task YAML files")
+    limit: int | None = Field(None, ge=1)
+
+
+class EvaluateConfig(Section):
+    models: dict[str, EvalModelConfig] = Field(default_factory=dict)
+    old_domains: list[str] | None = Field(None, description="domains whose change counts as forgetting; default all")
+    batch_tokens: int = Field(4096, ge=16, description="padded tokens per scoring forward pass")
+    batch_size: int = Field(32, ge=1, description="prompts per generation batch")
+    threads: int = Field(1, ge=1, description="torch threads (the machine is shared)")
+    heldout: HeldoutConfig = HeldoutConfig()
+    qa: QAConfig = QAConfig()
+    toxicity: ToxicityConfig = ToxicityConfig()
+    samples: SamplesConfig = SamplesConfig()
+    lm_eval: LmEvalConfig = LmEvalConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # `models: {pretrain: models/pretrain}` is shorthand for `{pretrain: {path: models/pretrain}}`
+        if isinstance(data, dict) and isinstance(data.get("models"), dict):
+            data = {**data, "models": {k: {"path": v} if isinstance(v, str) else v for k, v in data["models"].items()}}
+        return data
+
+    @model_validator(mode="after")
+    def _parents(self) -> EvaluateConfig:
+        for name, m in self.models.items():
+            seen = {name}
+            parent = m.parent
+            while parent is not None:
+                if parent not in self.models:
+                    raise ValueError(f"models.{name}: parent {parent!r} is not one of {sorted(self.models)}")
+                if parent in seen:
+                    raise ValueError(f"models.{name}: parent chain has a cycle through {parent!r}")
+                seen.add(parent)
+                parent = self.models[parent].parent
+        return self
+
+
+# ------------------------------------------------------------------------------------------ report
+class ReportConfig(Section):
+    title: str = "lmpipe run report"
+    dvclive_glob: str = Field("dvclive/*/plots/metrics", description="DVCLive metric folders, one per training stage")
+    funnel_stages: list[str] = Field(
+        default_factory=lambda: ["ingest", "filter", "dedup", "augment"], description="metrics/<stage>.json in order"
+    )
+    max_samples: int = Field(40, ge=0, description="sample generations shown per model")
+
+
+# ------------------------------------------------------------------------------------- model/train
+class ModelConfig(Section):
+    """A Hugging Face causal LM built from scratch (ignored when ``init_from`` names a model dir)."""
+
+    arch: Literal["llama", "mistral", "qwen2"] = Field(
+        "llama", description="HF model_type; all are pre-norm RMSNorm + RoPE + SwiGLU decoders"
+    )
+    d_model: int = Field(128, ge=8)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    n_kv_heads: int | None = Field(None, ge=1, description="fewer than n_heads = grouped-query attention")
+    d_ff: int | None = Field(None, ge=1, description="SwiGLU width; default 8/3·d_model rounded up to ffn_multiple")
+    ffn_multiple: int = Field(32, ge=1)
+    max_seq_len: int = Field(256, ge=2, description="RoPE context length written to the HF config")
+    rope_theta: float = Field(10_000.0, gt=0)
+    norm_eps: float = Field(1e-5, gt=0)
+    tie_embeddings: bool = True
+    init_std: float = Field(0.02, gt=0)
+    vocab_multiple: int = Field(64, ge=1, description="pad the vocab (tokenizer's) up to a multiple: faster matmuls")
+    attn_impl: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
+        return self
+
+
+class ScheduleConfig(Section):
+    """LR multiplier as a closed-form function of the optimizer step (src/lmpipe/schedules.py).
+
+    Continual pretraining reuses it: re-warm with ``start_ratio`` > 0 (begin at the previous run's final LR) and
+    re-decay with cosine/wsd, or continue an ``infinite`` run at its constant LR (warmup_steps = cooldown_steps = 0).
+    """
+
+    kind: Literal["cosine", "wsd", "constant", "infinite"] = "cosine"
+    warmup_steps: int = Field(20, ge=0, description="linear warmup from start_ratio·lr to lr")
+    start_ratio: float = Field(0.0, ge=0, le=1, description="LR at step 0 as a fraction of lr (re-warming)")
+    min_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a fraction of lr")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: decay phase; infinite: anneal phase (of steps)")
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = Field("1-sqrt", description="wsd decay curve")
+    cooldown_steps: int = Field(0, ge=0, description="infinite: cosine cooldown from lr to const_ratio·lr")
+    const_ratio: float = Field(0.5, gt=0, le=1, description="infinite: LR of the long constant phase, fraction of lr")
+
+    @model_validator(mode="after")
+    def _ratios(self) -> ScheduleConfig:
+        if self.kind == "infinite" and self.min_ratio > self.const_ratio:
+            raise ValueError(f"min_ratio ({self.min_ratio}) must not exceed const_ratio ({self.const_ratio})")
+        return self
+
+
+class TrainConfig(Section):
+    """One training run (pretraining, or continual pretraining from ``init_from``) with Lightning."""
+
+    init_from: str | None = Field(None, description="local HF model dir to start from; None = new model from `model`")
+    seed: int | None = Field(None, ge=0, description="None = run.seed")
+    seq_len: int = Field(256, ge=2)
+    batch_size: int = Field(8, ge=1, description="sequences per device per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_steps: int = Field(120, ge=1, description="optimizer steps")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW; not applied to norms and biases")
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 = off")
+    schedule: ScheduleConfig = ScheduleConfig()
+    val_every: int = Field(50, ge=1, description="optimizer steps between validations")
+    val_batches: int = Field(4, ge=1, description="fixed held-out batches per validation")
+    ckpt_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
+    log_every: int = Field(1, ge=1)
+    accelerator: Literal["cpu", "gpu", "cuda", "mps", "tpu", "auto"] = "cpu"
+    devices: int | Literal["auto"] = Field(1, description="devices per node")
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    compile: bool = Field(False, description="torch.compile the model")
+    threads: int = Field(1, ge=0, description="torch intra-op threads; 0 = torch's default (one per core)")
+    peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU; None = known GPU or measured")
+
+
+# --------------------------------------------------------------------------------------------- llm
+class LLMConfig(Section):
+    """Which LLM the synthetic-data stages call, and how. Read by ``augment`` and ``lmpipe serve-llm``."""
+
+    backend: Literal["embedded", "http"] = Field("embedded", description="in-process model, or an OpenAI-compatible server")
+    model: str = Field("smollm2", min_length=1, description="embedded: 'smollm2', a local HF model dir or .gguf file; http: the served model name")
+    gguf_file: str | None = Field(None, description="GGUF file inside an embedded model dir")
+    threads: int = Field(2, ge=1, le=256, description="torch threads for the embedded model")
+    batch_size: int = Field(8, ge=1, le=1024, description="sequences generated together by the embedded model")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="http: server root up to /v1")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="http: env var holding the API key (never put keys in params)")
+    concurrency: int = Field(8, ge=1, le=4096, description="http: requests in flight")
+    requests_per_second: float = Field(0.0, ge=0, description="http: token-bucket rate limit; 0 = none")
+    burst: int = Field(8, ge=1, description="http: token-bucket capacity")
+    max_retries: int = Field(4, ge=0, le=20, description="http: retries after the first attempt")
+    backoff_base_s: float = Field(0.5, gt=0, description="http: first retry delay (doubles each retry, jittered)")
+    backoff_max_s: float = Field(30.0, gt=0)
+    retry_after_max_s: float = Field(120.0, gt=0, description="http: cap on a server's Retry-After")
+    timeout_s: float = Field(120.0, gt=0, description="http: per-attempt timeout")
+    cache: str | None = Field("data/.cache/llm.sqlite", description="persistent response cache; null = off")
+
+
+class SelectConfig(Section):
+    """Which input documents a synthesis method augments: by domain and/or a numeric score in ``meta``."""
+
+    domains: list[str] = Field(default_factory=lambda: ["fiction"], description="empty = every domain")
+    score_field: str | None = Field(None, description="meta key holding a score, e.g. a difficulty or quality score")
+    min_score: float | None = None
+    max_score: float | None = None
+    max_docs: int | None = Field(None, ge=0, description="first N selected documents in dataset order; null = all")
+
+
+class EntiGraphConfig(Section):
+    """EntiGraph: entities per document, then texts relating sampled entity pairs and triples."""
+
+    enabled: bool = True
+    select: SelectConfig = SelectConfig()
+    doc_chars: int = Field(1500, ge=100, description="document prefix shown to the model")
+    max_entities: int = Field(8, ge=2)
+    entity_tokens: int = Field(96, ge=8, description="max tokens for the entity/summary JSON")
+    json_attempts: int = Field(2, ge=1, le=10, description="tries for parseable JSON before the heuristic extractor")
+    pairs: int = Field(2, ge=0, description="entity pairs per document")
+    triples: int = Field(1, ge=0, description="entity triples per document")
+    max_tokens: int = Field(96, ge=8, description="max tokens per relation text")
+    doc_token_budget: int = Field(300, ge=8, description="max generated tokens per document over all its relation texts")
+
+
+class ThoughtsConfig(Section):
+    """Thought augmentation: a thinking trajectory per document (TPT), or inferred latent thoughts (BoLT)."""
+
+    enabled: bool = True
+    mode: Literal["tpt", "bolt"] = Field("tpt", description="tpt: thought appended after the doc; bolt: latent thought before it")
+    select: SelectConfig = SelectConfig()
+    doc_chars: int = Field(1500, ge=100)
+    max_tokens: int = Field(128, ge=8)
+    format: str | None = Field(None, description="output layout with {document} and {thought}; null = the mode's default")
+
+    @model_validator(mode="after")
+    def _format(self) -> ThoughtsConfig:
+        if self.format is not None and not all(k in self.format for k in ("{document}", "{thought}")):
+            raise ValueError("format must contain both {document} and {thought}")
+        return self
+
+
+class SynthQualityConfig(Section):
+    """Checks on every generation; failures go to the quarantine with the reason."""
+
+    min_words: int = Field(8, ge=0, description="fewer words = 'empty'")
+    truncated: Literal["trim", "drop", "keep"] = Field("trim", description="a text cut by max_tokens: trim to its last full sentence, drop it, or keep it")
+    max_dup_ngram_frac: float = Field(0.3, gt=0, le=1, description="share of words inside repeated 3-grams above which a text is 'degenerate'")
+    min_unique_word_frac: float = Field(0.3, ge=0, le=1, description="distinct/total words below which a text is 'degenerate'")
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: [r"\bI(?:'m| am) (?:sorry|unable)\b", r"\bI can(?:not|'t) (?:help|assist|provide|do)\b", r"\bAs an AI\b"],
+        description="regexes (case-insensitive) marking a refusal",
+    )
+
+
+class AugmentConfig(Section):
+    """Synthetic data from an LLM: EntiGraph and thought augmentation (stage ``augment``)."""
+
+    temperature: float = Field(0.7, ge=0, le=2, description="0 = greedy")
+    top_p: float = Field(0.9, gt=0, le=1)
+    repetition_penalty: float = Field(1.1, ge=1, le=2)
+    entigraph: EntiGraphConfig = EntiGraphConfig()
+    thoughts: ThoughtsConfig = ThoughtsConfig()
+    quality: SynthQualityConfig = SynthQualityConfig()
+    docs_per_shard: int = Field(5000, ge=1)
+    workers: int = Field(1, ge=1, description="parallel shards; each loads its own embedded model (prefer 1)")
+
+
 # ------------------------------------------------------------------------------------------- root
 class Params(Section):
     # Sections added by later stages are optional so a params.yaml with only the early stages validates.
@@ -87,6 +487,16 @@ class Params(Section):
     run: RunConfig = RunConfig()
     demo: DemoConfig = DemoConfig()
     ingest: IngestConfig
+    llm: LLMConfig = LLMConfig()
+    augment: AugmentConfig = AugmentConfig()
+    dedup: DedupConfig = DedupConfig()
+    gates: GatesConfig = GatesConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    mixture: MixtureConfig = MixtureConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
 
 
 class ConfigError(ValueError):

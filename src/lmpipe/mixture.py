@@ -1,0 +1,339 @@
+"""Read packed token files and sample training windows from a weighted mixture of domains.
+
+``TokenIndex`` maps ``data/tokens/index.json`` (written by :mod:`lmpipe.tokenization`): each domain of a
+split is one contiguous token stream, the concatenation of its files in index order, read through
+``np.memmap`` (nothing is loaded up front; the OS pages in only the windows used).
+
+``MixtureSampler`` draws one window of ``seq_len + 1`` tokens per step (input ``w[:-1]``, target ``w[1:]``).
+Windows tile a domain's stream at stride ``seq_len``, so consecutive windows share one token and every token
+is a target exactly once per epoch. Randomness is counter-based, a pure function of
+``(seed, step block)`` for the domain choices and ``(seed, domain, epoch)`` for the window order within a
+domain. So the whole position is two numbers per domain plus the step counter: ``state_dict()`` is
+tiny, JSON-friendly, and ``load_state_dict()`` continues the identical sequence. ``epochs_consumed()``
+counts passes per domain, so repeated data (a small domain with a big weight) is visible.
+
+``MixtureDataset`` (torch ``IterableDataset``, built lazily so importing this module does not import
+torch) yields ``(x, y)`` LongTensors and exposes the sampler's state for checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lmpipe.config import MixtureConfig
+
+INDEX = "index.json"
+STATE_VERSION = 1
+_BLOCK = 4096  # domain choices are drawn this many steps at a time from a generator keyed by the block number
+
+
+class DomainStream:
+    """One domain's tokens of one split: its files, memory-mapped lazily, read as one stream."""
+
+    def __init__(self, paths: list[Path], counts: list[int], dtype: np.dtype) -> None:
+        pairs = [(p, n) for p, n in zip(paths, counts, strict=True) if n > 0]  # np.memmap rejects empty files
+        self.paths = [p for p, _ in pairs]
+        self.counts = [n for _, n in pairs]
+        self.dtype = np.dtype(dtype)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
+        self._maps: list[np.memmap] | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickling a memmap copies its data; workers re-map on first read instead
+        return {**self.__dict__, "_maps": None}
+
+    def maps(self) -> list[np.memmap]:
+        if self._maps is None:
+            maps = []
+            for p, n in zip(self.paths, self.counts, strict=True):
+                expect = n * self.dtype.itemsize
+                if not p.exists() or p.stat().st_size != expect:
+                    size = p.stat().st_size if p.exists() else "missing"
+                    raise ValueError(f"{p}: expected {expect} bytes ({n} {self.dtype.name} tokens), found {size}")
+                maps.append(np.memmap(p, dtype=self.dtype, mode="r", shape=(n,)))
+            self._maps = maps
+        return self._maps
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens ``[start, start + length)`` as int64, crossing file boundaries as needed."""
+        end = start + length
+        if start < 0 or end > len(self):
+            raise IndexError(f"tokens [{start}, {end}) outside a stream of {len(self)}")
+        maps = self.maps()
+        i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        parts = []
+        while start < end:
+            lo = start - int(self.offsets[i])
+            take = min(end, int(self.offsets[i + 1])) - start
+            parts.append(maps[i][lo : lo + take])
+            start += take
+            i += 1
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return out.astype(np.int64)
+
+
+class TokenIndex:
+    """``index.json`` of a token directory: dtype, vocab, EOS id, and per split/domain token files."""
+
+    def __init__(self, root: Path, meta: dict[str, Any]) -> None:
+        self.root = root
+        self.meta = meta
+        self.dtype = np.dtype(meta["dtype"])
+        self.vocab_size: int = meta["vocab_size"]
+        self.eos_id: int = meta["eos_id"]
+        self.tokenizer: str = meta["tokenizer"]
+        self.splits: dict[str, dict[str, dict[str, Any]]] = meta["splits"]
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenIndex:
+        """``path``: the token directory or its ``index.json``."""
+        path = Path(path)
+        file = path / INDEX if path.is_dir() else path
+        if not file.exists():
+            raise FileNotFoundError(f"{file} not found: run the tokenize stage first")
+        return cls(file.parent, json.loads(file.read_text()))
+
+    def domains(self, split: str = "train") -> list[str]:
+        return sorted(self._split(split))
+
+    def tokens(self, domain: str, split: str = "train") -> int:
+        return int(self._split(split)[domain]["tokens"])
+
+    def stream(self, domain: str, split: str = "train") -> DomainStream:
+        doms = self._split(split)
+        if domain not in doms:
+            raise KeyError(f"domain {domain!r} not in split {split!r} of {self.root}; available: {', '.join(sorted(doms))}")
+        files = doms[domain]["files"]
+        return DomainStream([self.root / f["path"] for f in files], [int(f["tokens"]) for f in files], self.dtype)
+
+    def _split(self, split: str) -> dict[str, dict[str, Any]]:
+        if split not in self.splits:
+            raise KeyError(f"split {split!r} not in {self.root / INDEX}; available: {', '.join(sorted(self.splits))}")
+        return self.splits[split]
+
+
+def normalize_weights(
+    weights: Mapping[str, float], available: list[str], missing: Literal["error", "ignore"] = "error"
+) -> dict[str, float]:
+    """Validate and normalise to sum 1 (sorted by domain). Zero weights are kept (and never sampled)."""
+    bad = {d: w for d, w in weights.items() if not (isinstance(w, int | float) and math.isfinite(w) and w >= 0)}
+    if bad:
+        raise ValueError(f"mixture weights must be finite and non-negative; got {bad}")
+    absent = sorted(set(weights) - set(available))
+    if absent and missing == "error":
+        raise ValueError(
+            f"mixture weights name domain(s) {absent} absent from the token index; available: "
+            f"{', '.join(available)} (set mixture.missing: ignore to drop them)"
+        )
+    kept = {d: float(w) for d, w in sorted(weights.items()) if d in available}
+    total = sum(kept.values())
+    if total <= 0:
+        raise ValueError(f"mixture weights need a positive weight on an available domain; got {dict(weights)}")
+    return {d: w / total for d, w in kept.items()}
+
+
+def _domain_key(domain: str) -> int:
+    return int.from_bytes(hashlib.blake2b(domain.encode(), digest_size=4).digest(), "big")
+
+
+class MixtureSampler:
+    """Infinite iterator of ``seq_len + 1``-token windows from a weighted mixture of domains.
+
+    ``rank``/``world_size`` (data parallel): every rank walks the same global sequence and keeps steps
+    ``rank, rank + world_size, ...``, so ranks never share a window and the state stays the global one.
+    """
+
+    def __init__(
+        self,
+        index: TokenIndex,
+        weights: Mapping[str, float],
+        seq_len: int,
+        seed: int,
+        split: str = "train",
+        *,
+        missing: Literal["error", "ignore"] = "error",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1; got {seq_len}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
+        self.index, self.seq_len, self.seed, self.split = index, seq_len, int(seed), split
+        self.rank, self.world_size = rank, world_size
+        self.weights = normalize_weights(weights, index.domains(split), missing)
+        self.streams = {d: index.stream(d, split) for d in self.weights}
+        self.windows = {d: max(0, (len(s) - 1) // seq_len) for d, s in self.streams.items()}
+        short = {d: len(self.streams[d]) for d, w in self.weights.items() if w > 0 and self.windows[d] == 0}
+        if short:
+            raise ValueError(f"domain(s) too small for one window of {seq_len + 1} tokens: {short} tokens")
+        self._active = [d for d, w in self.weights.items() if w > 0]
+        p = np.array([self.weights[d] for d in self._active], dtype=np.float64)
+        self._p = p / p.sum()
+        self.step = 0  # global steps taken (all ranks)
+        self.drawn = dict.fromkeys(self.weights, 0)  # windows taken per domain (all ranks)
+        self._block: tuple[int, np.ndarray] | None = None
+        self._perms: dict[str, tuple[int, np.ndarray]] = {}
+
+    @classmethod
+    def from_config(
+        cls, index: TokenIndex, cfg: MixtureConfig, seq_len: int, seed: int, split: str = "train", **kw: Any
+    ) -> MixtureSampler:
+        return cls(index, cfg.weights, seq_len, seed, split, missing=cfg.missing, **kw)
+
+    # ------------------------------------------------------------------ sampling
+    def _choices(self, block: int) -> np.ndarray:
+        if self._block is None or self._block[0] != block:
+            rng = np.random.default_rng([self.seed, 1, block])
+            self._block = (block, rng.choice(len(self._active), size=_BLOCK, p=self._p))
+        return self._block[1]
+
+    def _perm(self, domain: str, epoch: int) -> np.ndarray:
+        cached = self._perms.get(domain)
+        if cached is None or cached[0] != epoch:
+            rng = np.random.default_rng([self.seed, 2, _domain_key(domain), epoch])
+            cached = self._perms[domain] = (epoch, rng.permutation(self.windows[domain]))
+        return cached[1]
+
+    def _advance(self) -> tuple[str, int]:
+        """Take the next global step: (domain, window number); updates the position."""
+        block, offset = divmod(self.step, _BLOCK)
+        domain = self._active[int(self._choices(block)[offset])]
+        epoch, pos = divmod(self.drawn[domain], self.windows[domain])
+        window = int(self._perm(domain, epoch)[pos])
+        self.drawn[domain] += 1
+        self.step += 1
+        return domain, window
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        # this rank's step comes ``rank`` places into each group of world_size steps
+        for _ in range(self.rank):
+            self._advance()
+        domain, window = self._advance()
+        for _ in range(self.world_size - self.rank - 1):
+            self._advance()
+        return self.streams[domain].read(window * self.seq_len, self.seq_len + 1)
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Endless ``(batch_size, seq_len + 1)`` int64 arrays."""
+        while True:
+            yield np.stack([next(self) for _ in range(batch_size)])
+
+    # ------------------------------------------------------------------ position and reporting
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "drawn": dict(self.drawn),
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "split": self.split,
+            "weights": dict(self.weights),
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Continue from ``state``. ``strict`` refuses a state from a differently configured sampler (the
+        sequence would silently differ); ``strict=False`` keeps the per-domain positions of shared domains,
+        e.g. to re-weight a continued run."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"sampler state version {state.get('version')!r} != {STATE_VERSION}")
+        mine = self.state_dict()
+        diffs = {}
+        for k in ("seed", "seq_len", "split", "world_size"):
+            if state[k] != mine[k]:
+                diffs[k] = (state[k], mine[k])
+        if set(state["weights"]) != set(self.weights) or any(
+            not math.isclose(state["weights"][d], w, rel_tol=1e-9, abs_tol=1e-12) for d, w in self.weights.items()
+            if d in state["weights"]
+        ):
+            diffs["weights"] = (state["weights"], self.weights)
+        if diffs and strict:
+            detail = "; ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
+            raise ValueError(f"sampler state does not match this sampler ({detail}); pass strict=False to adapt")
+        self.step = int(state["step"])
+        self.drawn = {d: int(state["drawn"].get(d, 0)) for d in self.weights}
+        self._block = None
+        self._perms = {}
+
+    def epochs_consumed(self) -> dict[str, float]:
+        """Passes over each domain's windows so far (1.0 = every window once; > 1 means repeats)."""
+        return {d: (self.drawn[d] / self.windows[d] if self.windows[d] else 0.0) for d in self.weights}
+
+    def summary(self) -> dict[str, Any]:
+        """Normalised weights, tokens, windows per epoch and epochs consumed, per domain."""
+        epochs = self.epochs_consumed()
+        return {
+            "split": self.split,
+            "seq_len": self.seq_len,
+            "step": self.step,
+            "domains": {
+                d: {
+                    "weight": round(self.weights[d], 6),
+                    "tokens": len(self.streams[d]),
+                    "windows_per_epoch": self.windows[d],
+                    "epochs_consumed": round(epochs[d], 6),
+                }
+                for d in self.weights
+            },
+        }
+
+
+def _build_dataset_class() -> type:
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+
+    class MixtureDataset(IterableDataset):
+        """``(x, y)`` LongTensors of ``seq_len`` tokens (y is x shifted by one) from a ``MixtureSampler``.
+
+        Use with ``DataLoader(num_workers=0)``: the sampler's state then counts exactly the samples the
+        training loop received, which is what makes a resumed run identical. (Sampling is a memmap slice,
+        so worker processes would add nothing but a position that runs ahead of training.)
+        """
+
+        def __init__(self, sampler: MixtureSampler) -> None:
+            super().__init__()
+            self.sampler = sampler
+
+        def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            info = get_worker_info()
+            if info is not None and info.num_workers > 1:
+                raise RuntimeError("MixtureDataset keeps one exact position: use DataLoader(num_workers=0 or 1)")
+            for window in self.sampler:
+                t = torch.from_numpy(window)
+                yield t[:-1], t[1:]
+
+        def state_dict(self) -> dict[str, Any]:
+            return self.sampler.state_dict()
+
+        def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+            self.sampler.load_state_dict(state, strict)
+
+        def epochs_consumed(self) -> dict[str, float]:
+            return self.sampler.epochs_consumed()
+
+    MixtureDataset.__module__ = __name__
+    return MixtureDataset
+
+
+def __getattr__(name: str) -> Any:
+    # torch is imported only when MixtureDataset is first used
+    if name == "MixtureDataset":
+        cls = _build_dataset_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
