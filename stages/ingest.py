@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from lmpipe.config import load_params
+from lmpipe.gates import GateError, check
 from lmpipe.ingest import ingest
 from lmpipe.stage import Timer, executor_from, write_metrics
 
@@ -14,11 +15,19 @@ def main(
     rejected: str = typer.Option("data/ingest/rejected", help="quarantine dataset directory"),
     params: str = typer.Option("params.yaml", help="params file"),
     metrics: str = typer.Option("metrics/ingest.json", help="DVC metrics file"),
+    report: str = typer.Option("reports/gates/ingest", help="directory for the gate report (HTML + JSON)"),
 ) -> None:
     p = load_params(params)
     with Timer() as t, executor_from(p.run.executor) as ex:
         stats = ingest(p.ingest, out, rejected, ex)
+    failure = None
+    try:
+        stats["gate"] = check("ingest", out, stats, p.gates, report)
+    except GateError as err:  # metrics are still written: they link the gate report
+        stats["gate"], failure = err.summary, err
     write_metrics(metrics, stats, t.seconds)
+    if failure is not None:
+        raise SystemExit(f"ingest: {failure}")
     typer.echo(f"ingest: in={stats['in']} kept={stats['kept']} quarantined={stats['rejected']} {stats['by_reason']}")
 
 

@@ -16,12 +16,12 @@ TOXIC_WORDS = ["idiot", "moron", "stupid", "loser", "dumb", "pathetic", "worthle
 NAV = ["Home", "About us", "Contact", "Privacy Policy", "Terms of Use", "Login", "Sign up", "Cart", "FAQ", "Sitemap"]
 
 
-def near_duplicate(text: str, rng: random.Random, edits: int = 3) -> str:
-    words = text.split(" ")
-    for _ in range(edits):
-        i = rng.randrange(len(words))
-        words[i] = rng.choice(["the", "a", "this", "that", "its", "their"])
-    return " ".join(words)
+def near_duplicate(text: str, rng: random.Random) -> str:
+    """A mirrored copy as crawls see them: the same body with its last word changed and a footer added."""
+    words = text.rstrip().split(" ")
+    words[-1] = rng.choice(["(mirror)", "[cached]", "(archived)"])
+    footer = rng.choice(["Last updated on March 3.", "Retrieved from the archive.", "Page 1 of 1."])
+    return " ".join(words) + "\n" + footer
 
 
 def boilerplate(rng: random.Random) -> str:
