@@ -12,8 +12,7 @@ from lmpipe.config import load_params
 from lmpipe.dedup import dedup
 from lmpipe.dedup.pipeline import label_outcomes
 from lmpipe.dedup.report import plot_cluster_sizes
-from lmpipe.gates import GateError, check
-from lmpipe.stage import Timer, executor_from, write_metrics
+from lmpipe.stage import Timer, executor_from, gate_and_write_metrics
 
 
 def main(
@@ -31,14 +30,7 @@ def main(
             stats = dedup(p.dedup, docs, out, rejected, ex)
         stats["planted_noise"] = label_outcomes(out, rejected)
         stats["plot"] = str(plot_cluster_sizes(stats["cluster_sizes"], f"{plots}/cluster_sizes.png"))
-    failure = None
-    try:
-        stats["gate"] = check("dedup", out, stats, p.gates, report)
-    except GateError as err:
-        stats["gate"], failure = err.summary, err
-    write_metrics(metrics, stats, t.seconds)  # written either way: the metrics link the gate report
-    if failure is not None:
-        raise SystemExit(f"dedup: {failure}")
+    gate_and_write_metrics("dedup", out, stats, p.gates, report, metrics, t.seconds)
     typer.echo(f"dedup: in={stats['in']} kept={stats['kept']} removed={stats['rejected']} {stats['by_reason']} "
                f"clusters={stats['clusters']['total']} gate={stats['gate']['report']}")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 
 from lmpipe.config import load_params
-from lmpipe.gates import GateError, check
 from lmpipe.ingest import ingest
-from lmpipe.stage import Timer, executor_from, write_metrics
+from lmpipe.stage import Timer, executor_from, gate_and_write_metrics
 
 
 def main(
@@ -20,14 +19,7 @@ def main(
     p = load_params(params)
     with Timer() as t, executor_from(p.run.executor) as ex:
         stats = ingest(p.ingest, out, rejected, ex)
-    failure = None
-    try:
-        stats["gate"] = check("ingest", out, stats, p.gates, report)
-    except GateError as err:  # metrics are still written: they link the gate report
-        stats["gate"], failure = err.summary, err
-    write_metrics(metrics, stats, t.seconds)
-    if failure is not None:
-        raise SystemExit(f"ingest: {failure}")
+    gate_and_write_metrics("ingest", out, stats, p.gates, report, metrics, t.seconds)
     typer.echo(f"ingest: in={stats['in']} kept={stats['kept']} quarantined={stats['rejected']} {stats['by_reason']}")
 
 

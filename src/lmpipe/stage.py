@@ -41,3 +41,21 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def gate_and_write_metrics(
+    stage: str, docs_dir: str | Path, stats: dict[str, Any], gates_cfg: Any, report_dir: str | Path,
+    metrics_path: str | Path, seconds: float,
+) -> None:
+    """Run the stage's quality gate, write its metrics either way (they link the gate report), and exit
+    non-zero with the failed expectations when the gate fails, so DVC and the Prefect flow stop."""
+    from lmpipe.gates import GateError, check
+
+    failure = None
+    try:
+        stats["gate"] = check(stage, docs_dir, stats, gates_cfg, report_dir)
+    except GateError as err:
+        stats["gate"], failure = err.summary, err
+    write_metrics(metrics_path, stats, seconds)
+    if failure is not None:
+        raise SystemExit(f"{stage}: {failure}")
