@@ -265,7 +265,7 @@ class LmEvalConfig(Section):
 class EvaluateConfig(Section):
     models: dict[str, EvalModelConfig] = Field(default_factory=dict)
     old_domains: list[str] | None = Field(None, description="domains whose change counts as forgetting; default all")
-    batch_tokens: int = Field(4096, ge=16, description="padded tokens per scoring forward pass")
+    batch_tokens: int = Field(1024, ge=16, description="padded tokens per scoring forward pass")
     batch_size: int = Field(32, ge=1, description="prompts per generation batch")
     threads: int = Field(1, ge=1, description="torch threads (the machine is shared)")
     heldout: HeldoutConfig = HeldoutConfig()

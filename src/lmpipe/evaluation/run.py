@@ -1,0 +1,147 @@
+"""Evaluate every configured model the same way, so pipeline stages can be compared side by side.
+
+Models are evaluated parents first; a missing model directory is an error naming it (never skipped), and
+each model with a ``parent`` gets a ``forgetting`` section relative to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lmpipe.config import EvaluateConfig
+from lmpipe.documents import iter_documents
+from lmpipe.evaluation.forgetting import forgetting
+from lmpipe.evaluation.harness import run_lm_eval
+from lmpipe.evaluation.heldout import heldout_metrics
+from lmpipe.evaluation.lm import LM, ModelDirError, generate
+from lmpipe.evaluation.qa import QASet, exact_match, multiple_choice
+from lmpipe.evaluation.toxicity import ToxicityScorer, resolve_scorer, toxicity_eval
+
+
+def evaluation_order(cfg: EvaluateConfig) -> list[str]:
+    """Model names with every parent before its children (config order otherwise)."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        parent = cfg.models[name].parent
+        if parent:
+            visit(parent)
+        order.append(name)
+
+    for name in cfg.models:
+        visit(name)
+    return order
+
+
+def check_models(cfg: EvaluateConfig) -> None:
+    missing = [f"{n}: {m.path}" for n, m in cfg.models.items() if not (Path(m.path) / "config.json").is_file()]
+    if missing:
+        raise ModelDirError("model directories not found (no config.json): " + "; ".join(missing)
+                            + ". Run the stages that make them, or drop them from evaluate.models.")
+
+
+def evaluate_model(
+    lm: LM,
+    cfg: EvaluateConfig,
+    heldout_dir: str | Path | None,
+    qa: QASet | None,
+    scorer: ToxicityScorer | None,
+    seed: int,
+    model_dir: str | Path | None = None,
+) -> tuple[dict[str, Any], list[dict]]:
+    """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``)."""
+    bs = cfg.batch_size
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {}
+    samples: list[dict] = []
+    if heldout_dir is not None:
+        res["heldout"] = heldout_metrics(lm, iter_documents(heldout_dir), cfg.heldout, cfg.batch_tokens)
+    if qa is not None and qa.items:
+        items = qa.items[: cfg.qa.max_questions] if cfg.qa.max_questions else qa.items
+        mc, _ = multiple_choice(lm, items, cfg.qa, cfg.batch_tokens)
+        res["qa"] = {**mc, "normalise": cfg.qa.normalise, **{f"skipped_{k}": v for k, v in qa.skipped.items()}}
+        if cfg.qa.generate:
+            em, rows = exact_match(lm, items, cfg.qa, bs)
+            res["qa"]["exact_match"] = em["exact_match"]
+            samples += [{"model": lm.name, "kind": "qa", "prompt": r["id"], **r} for r in rows]
+    if scorer is not None and cfg.toxicity.prompts:
+        res["toxicity"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
+        samples += [{"model": lm.name, "kind": "toxicity", **r} for r in rows]
+    if cfg.samples.prompts:
+        gens = generate(lm, cfg.samples.prompts, cfg.samples.max_new_tokens, bs)
+        samples += [{"model": lm.name, "kind": "sample", "prompt": p, "completion": g[0]}
+                    for p, g in zip(cfg.samples.prompts, gens, strict=True)]
+    if cfg.lm_eval.tasks and model_dir is not None:
+        res["lm_eval"] = run_lm_eval(model_dir, cfg.lm_eval, bs)
+    res["seconds"] = round(time.perf_counter() - t0, 2)
+    return res, samples
+
+
+def evaluate_models(
+    cfg: EvaluateConfig,
+    heldout_dir: str | Path | None,
+    qa_path: str | Path | None,
+    seed: int,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], list[dict]]:
+    """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model."""
+    import torch
+
+    from lmpipe.evaluation.qa import load_qa
+
+    if not cfg.models:
+        raise ValueError("evaluate.models is empty: name at least one model directory in params.yaml")
+    check_models(cfg)
+    torch.set_num_threads(cfg.threads)
+    qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
+    scorer, why = resolve_scorer(cfg.toxicity.scorer) if cfg.toxicity.prompts else (None, "no prompts")
+    if scorer is not None:
+        log(f"toxicity scorer: {scorer.name} ({why})")
+    results: dict[str, Any] = {}
+    samples: list[dict] = []
+    for name in evaluation_order(cfg):
+        m = cfg.models[name]
+        lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
+        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path)
+        samples += rows
+        if m.parent:
+            results[name]["forgetting"] = {"parent": m.parent,
+                                           **forgetting(results[name], results[m.parent], cfg.old_domains)}
+        log(f"{name}: {_headline(results[name])}")
+        del lm
+    out: dict[str, Any] = {"models": results, "model_order": list(results)}  # JSON keys get sorted
+    if scorer is not None:
+        out["toxicity_scorer"] = f"{scorer.name} [{why}]"
+    return out, samples
+
+
+def _headline(r: dict[str, Any]) -> str:
+    parts = []
+    if "heldout" in r:
+        parts.append(f"bits/byte={r['heldout']['all']['bits_per_byte']:.3f}")
+    if "qa" in r:
+        parts.append(f"qa_mc={r['qa']['mc_accuracy']:.3f}")
+        if "exact_match" in r["qa"]:
+            parts.append(f"qa_em={r['qa']['exact_match']:.3f}")
+    if "toxicity" in r:
+        parts.append(f"exp_max_tox={r['toxicity']['expected_max_toxicity']:.3f}")
+    return " ".join(parts) + f" ({r['seconds']}s)"
+
+
+def plot_rows(results: dict[str, Any]) -> dict[str, list[dict]]:
+    """Flat DVC plot series (one row per bar) so ``dvc plots diff`` compares runs: file stem -> rows."""
+    bpb, qa = [], []
+    for name, r in results["models"].items():
+        for domain, m in r.get("heldout", {}).items():
+            bpb.append({"series": f"{name} · {domain}", "model": name, "domain": domain,
+                        "bits_per_byte": round(m["bits_per_byte"], 5)})
+        for key in ("mc_accuracy", "exact_match"):
+            if key in r.get("qa", {}):
+                qa.append({"series": f"{name} · {key}", "model": name, "metric": key,
+                           "accuracy": round(r["qa"][key], 5)})
+    return {"bits_per_byte": bpb, "qa_accuracy": qa}

@@ -1,0 +1,372 @@
+"""One self-contained HTML report per run: training curves, per-domain bits/byte, closed-book QA side by
+side, forgetting, toxicity, mixture weights, the data funnel and sample generations.
+
+Offline by construction: figures are matplotlib (Agg) PNGs embedded as base64, styles are inline, and no
+script is loaded from anywhere. Every section reads files the pipeline writes (``metrics/*.json``,
+``reports/samples.jsonl``, DVCLive ``*.tsv``); a section whose inputs do not exist yet says so instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lmpipe.config import ReportConfig
+
+TEMPLATE = "report.html.j2"
+
+
+@dataclass
+class Figure:
+    title: str
+    png_b64: str
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    missing: str | None = None  # why the section is empty, shown plainly
+
+
+@dataclass
+class ReportInputs:
+    root: Path
+    metrics_dir: Path
+    evaluate_json: Path
+    samples: Path
+    mixture: dict[str, float] | None = None
+
+
+# ---------------------------------------------------------------------------------------------- util
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any, title: str) -> Figure:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    _plt().close(fig)
+    return Figure(title, base64.b64encode(buf.getvalue()).decode("ascii"))
+
+
+def _read_json(path: Path) -> Any | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return "" if v is None else str(v)
+
+
+def _grouped_bars(groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> Figure:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(1, len(series)) ** 0.5 + 2), 3.4))
+    width = 0.8 / max(1, len(series))
+    for k, (name, values) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, values, width, label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 5 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(0, color="black", linewidth=0.6)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return _png(fig, title)
+
+
+# ------------------------------------------------------------------------------------------ sections
+def read_dvclive(root: Path, pattern: str) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """``{stage: {metric path: [(step, value)]}}`` from DVCLive's ``plots/metrics/**.tsv`` files."""
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for metrics_dir in sorted(root.glob(pattern)):
+        stage = metrics_dir.relative_to(root).parts[1] if len(metrics_dir.relative_to(root).parts) > 1 else metrics_dir.name
+        for tsv in sorted(metrics_dir.rglob("*.tsv")):
+            with tsv.open(newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            if not rows:
+                continue
+            name = tsv.relative_to(metrics_dir).with_suffix("").as_posix()
+            value_col = next((c for c in rows[0] if c not in ("step", "timestamp")), None)
+            if value_col is None:
+                continue
+            pts = [(float(r.get("step") or i), float(r[value_col])) for i, r in enumerate(rows) if r[value_col] not in ("", None)]
+            out.setdefault(stage, {})[name] = pts
+    return out
+
+
+def training_section(inp: ReportInputs, cfg: ReportConfig) -> Section:
+    sec = Section("training", "Training curves", "Loss (and other logged metrics) of every training stage, from DVCLive.")
+    curves = read_dvclive(inp.root, cfg.dvclive_glob)
+    if not curves:
+        sec.missing = f"No DVCLive logs yet (looked for {cfg.dvclive_glob}/**/*.tsv): no training stage has run."
+        return sec
+    plt = _plt()
+    for stage, metrics in curves.items():
+        losses = {k: v for k, v in metrics.items() if "loss" in k} or metrics
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+        for name, pts in losses.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.4)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss" if any("loss" in k for k in losses) else "value")
+        ax.set_title(f"{stage}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        sec.figures.append(_png(fig, f"{stage}: {', '.join(losses)}"))
+        last = [[stage, name, fmt(pts[-1][0]), fmt(pts[-1][1]), len(pts)] for name, pts in metrics.items() if pts]
+        sec.tables.append(Table(["stage", "metric", "last step", "last value", "points"], last))
+    return sec
+
+
+def heldout_section(ev: dict | None) -> Section:
+    sec = Section("heldout", "Held-out bits per byte",
+                  "Sum of token negative log-likelihood / (ln 2 × UTF-8 bytes), per domain: tokenizer-independent, "
+                  "lower is better.")
+    models = {n: r["heldout"] for n, r in (ev or {}).get("models", {}).items() if "heldout" in r}
+    if not models:
+        sec.missing = "No held-out results yet (metrics/evaluate.json is missing or has no heldout section)."
+        return sec
+    domains = sorted({d for h in models.values() for d in h})
+    series = {n: [h.get(d, {}).get("bits_per_byte", float("nan")) for d in domains] for n, h in models.items()}
+    sec.figures.append(_grouped_bars(domains, series, "bits / byte", "Held-out bits per byte by domain"))
+    rows = [[n, d, m["docs"], m["tokens"], fmt(m["loss"]), fmt(m["perplexity"]), fmt(m["bits_per_byte"])]
+            for n, h in models.items() for d, m in h.items()]
+    sec.tables.append(Table(["model", "domain", "docs", "tokens", "loss (nats/token)", "perplexity", "bits/byte"], rows))
+    return sec
+
+
+def qa_section(ev: dict | None) -> Section:
+    sec = Section("qa", "Closed-book QA (fictional knowledge)",
+                  "Questions about invented organisations; the prompt holds at most the title, never the article. "
+                  "MC: highest length-normalised log-likelihood among the options. EM: greedy answer, normalised.")
+    models = {n: r["qa"] for n, r in (ev or {}).get("models", {}).items() if "qa" in r}
+    if not models:
+        sec.missing = "No QA results yet (metrics/evaluate.json is missing or has no qa section)."
+        return sec
+    keys = [k for k in ("mc_accuracy", "mc_accuracy_unnormalised", "exact_match") if any(k in q for q in models.values())]
+    labels = {"mc_accuracy": "MC accuracy", "mc_accuracy_unnormalised": "MC (unnormalised)", "exact_match": "exact match"}
+    sec.tables.append(Table(["metric", *models], [[labels[k], *(fmt(q.get(k)) for q in models.values())] for k in keys]
+                            + [["questions", *(q.get("questions") for q in models.values())]],
+                            caption="models side by side"))
+    plot_keys = [k for k in ("mc_accuracy", "exact_match") if k in keys]
+    series = {labels[k]: [q.get(k, float("nan")) for q in models.values()] for k in plot_keys}
+    sec.figures.append(_grouped_bars(list(models), series, "accuracy", "Closed-book QA accuracy by model"))
+    return sec
+
+
+def forgetting_section(ev: dict | None) -> Section:
+    sec = Section("forgetting", "Forgetting",
+                  "Change of held-out bits/byte on old domains relative to the parent checkpoint "
+                  "(positive = worse = forgotten); QA deltas are child minus parent.")
+    models = {n: r["forgetting"] for n, r in (ev or {}).get("models", {}).items() if "forgetting" in r}
+    if not models:
+        sec.missing = "No model has a parent yet (set evaluate.models.<name>.parent once a later stage exists)."
+        return sec
+    domains = sorted({d for f in models.values() for d in f["domains"]})
+    series = {f"{n} vs {f['parent']}": [f["domains"].get(d, {}).get("bits_per_byte_delta", float("nan")) for d in domains]
+              for n, f in models.items()}
+    sec.figures.append(_grouped_bars(domains, series, "Δ bits / byte", "Forgetting: change vs parent"))
+    rows = [[n, f["parent"], fmt(f.get("mean_bits_per_byte_increase")), fmt(f.get("mc_accuracy_delta")),
+             fmt(f.get("exact_match_delta")), ", ".join(f.get("missing_domains", []))] for n, f in models.items()]
+    sec.tables.append(Table(["model", "parent", "mean Δ bits/byte (old domains)", "Δ MC accuracy", "Δ exact match",
+                             "domains missing"], rows))
+    return sec
+
+
+def toxicity_section(ev: dict | None) -> Section:
+    sec = Section("toxicity", "Toxicity of generations",
+                  "RealToxicityPrompts-style: k sampled continuations per prompt. Expected maximum toxicity = mean "
+                  "over prompts of the worst continuation; toxicity probability = share of prompts with at least "
+                  "one continuation at or above the threshold.")
+    models = {n: r["toxicity"] for n, r in (ev or {}).get("models", {}).items() if "toxicity" in r}
+    if not models:
+        sec.missing = "No toxicity results yet (evaluate.toxicity.prompts empty, or evaluate has not run)."
+        return sec
+    rows = [[n, fmt(t["expected_max_toxicity"]), fmt(t["toxicity_probability"]), fmt(t["mean_toxicity"]),
+             t["prompts"], t["samples_per_prompt"], t["scorer"]] for n, t in models.items()]
+    sec.tables.append(Table(["model", "expected max toxicity", "toxicity probability", "mean", "prompts", "k",
+                             "scorer"], rows))
+    return sec
+
+
+def mixture_section(weights: dict[str, float] | None) -> Section:
+    sec = Section("mixture", "Training mixture weights", "Domain weights from params.yaml (normalised).")
+    if not weights:
+        sec.missing = "No mixture weights in params.yaml (section `mixture.weights`)."
+        return sec
+    total = sum(weights.values()) or 1.0
+    norm = {k: v / total for k, v in weights.items()}
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    ax.barh(list(norm), list(norm.values()), color=[f"C{i}" for i in range(len(norm))])
+    ax.set_xlabel("share of training tokens")
+    ax.set_title("Mixture weights")
+    sec.figures.append(_png(fig, "Mixture weights"))
+    sec.tables.append(Table(["domain", "weight", "share"], [[k, fmt(weights[k]), f"{v:.1%}"] for k, v in norm.items()]))
+    return sec
+
+
+def _count(m: dict, *keys: str) -> int | None:
+    for k in keys:
+        if isinstance(m.get(k), int | float):
+            return int(m[k])
+    return None
+
+
+def funnel_section(metrics_dir: Path, stages: list[str]) -> Section:
+    sec = Section("funnel", "Data funnel",
+                  "Documents after each data stage (from metrics/<stage>.json) and why the others left.")
+    found = [(s, m) for s in stages if (m := _read_json(metrics_dir / f"{s}.json")) is not None]
+    absent = [s for s in stages if s not in {f[0] for f in found}]
+    if not found:
+        sec.missing = f"No data-stage metrics yet (looked for {', '.join(f'metrics/{s}.json' for s in stages)})."
+        return sec
+    labels, counts, rows = [], [], []
+    first_in = _count(found[0][1], "in")
+    if first_in is not None:
+        labels.append(f"{found[0][0]} in")
+        counts.append(first_in)
+    for stage, m in found:
+        kept = _count(m, "kept", "out", "docs", "total_docs")
+        reasons = m.get("by_reason") or {}
+        top = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:6])
+        rows.append([stage, fmt(_count(m, "in")), fmt(kept), fmt(_count(m, "rejected", "removed", "dropped")),
+                     fmt(_count(m, "generated", "synthetic", "added")), top])
+        if kept is not None:
+            labels.append(stage)
+            counts.append(kept)
+    if counts:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6.5, 3.2))
+        ax.bar(labels, counts, color="C0")
+        for i, c in enumerate(counts):
+            ax.annotate(str(c), (i, c), ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("documents")
+        ax.set_title("Documents through the data stages")
+        sec.figures.append(_png(fig, "Data funnel"))
+    sec.tables.append(Table(["stage", "in", "kept", "removed", "added", "top reasons"], rows))
+    if absent:
+        sec.intro += f" Not run yet: {', '.join(absent)}."
+    return sec
+
+
+def samples_section(path: Path, max_per_model: int) -> Section:
+    sec = Section("samples", "Sample generations", "Greedy continuations of fixed prompts (reports/samples.jsonl).")
+    if not path.is_file():
+        sec.missing = f"{path.name} not found: the evaluate stage has not run yet."
+        return sec
+    rows, per_model = [], {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") != "sample" or per_model.get(r["model"], 0) >= max_per_model:
+                continue
+            per_model[r["model"]] = per_model.get(r["model"], 0) + 1
+            rows.append([r["model"], r["prompt"], r["completion"]])
+    if not rows:
+        sec.missing = "No sample generations (evaluate.samples.prompts is empty)."
+        return sec
+    sec.tables.append(Table(["model", "prompt", "completion"], rows))
+    return sec
+
+
+def lm_eval_section(ev: dict | None) -> Section | None:
+    models = {n: r["lm_eval"] for n, r in (ev or {}).get("models", {}).items() if "lm_eval" in r}
+    if not models:
+        return None
+    sec = Section("lm-eval", "lm-evaluation-harness tasks")
+    rows = []
+    for n, res in models.items():
+        if "skipped" in res:
+            rows.append([n, "—", "—", res["skipped"]])
+        else:
+            rows += [[n, task, k, fmt(v)] for task, ms in res.items() for k, v in ms.items()]
+    sec.tables.append(Table(["model", "task", "metric", "value"], rows))
+    return sec
+
+
+def stage_times(metrics_dir: Path) -> Table | None:
+    rows = []
+    for f in sorted(metrics_dir.glob("*.json")):
+        m = _read_json(f)
+        if isinstance(m, dict) and isinstance(m.get("seconds"), int | float):
+            rows.append([f.stem, fmt(float(m["seconds"]), 3)])
+    return Table(["stage", "seconds"], rows, caption="stage wall time") if rows else None
+
+
+# -------------------------------------------------------------------------------------------- render
+def _ordered(ev: dict | None) -> dict | None:
+    """Models in evaluation order (parents first), not the sorted order of the JSON file."""
+    if not ev or "models" not in ev:
+        return ev
+    order = [m for m in ev.get("model_order", []) if m in ev["models"]]
+    order += [m for m in ev["models"] if m not in order]
+    return {**ev, "models": {m: ev["models"][m] for m in order}}
+
+
+def build_sections(inp: ReportInputs, cfg: ReportConfig) -> list[Section]:
+    ev = _ordered(_read_json(inp.evaluate_json))
+    sections = [
+        funnel_section(inp.metrics_dir, cfg.funnel_stages),
+        mixture_section(inp.mixture),
+        training_section(inp, cfg),
+        heldout_section(ev),
+        qa_section(ev),
+        forgetting_section(ev),
+        toxicity_section(ev),
+    ]
+    extra = lm_eval_section(ev)
+    if extra:
+        sections.append(extra)
+    sections.append(samples_section(inp.samples, cfg.max_samples))
+    return sections
+
+
+def render_html(sections: list[Section], cfg: ReportConfig, times: Table | None = None) -> str:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("lmpipe", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    return env.get_template(TEMPLATE).render(
+        title=cfg.title, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sections=sections, times=times
+    )
+
+
+def build_report(inp: ReportInputs, cfg: ReportConfig, out: str | Path) -> dict[str, Any]:
+    """Write the HTML report to ``out``; returns counts for ``metrics/report.json``."""
+    sections = build_sections(inp, cfg)
+    html = render_html(sections, cfg, stage_times(inp.metrics_dir))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    return {
+        "sections": len(sections),
+        "sections_missing": sorted(s.id for s in sections if s.missing),
+        "figures": sum(len(s.figures) for s in sections),
+        "html_bytes": len(html.encode()),
+    }
