@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
@@ -40,8 +40,18 @@ def stage_order(dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:
         for d in paths(s.get("deps")):
             deps |= {p for out, p in producers.items() if d == out or d.startswith(out.rstrip("/") + "/")}
         graph[name] = deps - {name}
-    # static_order is deterministic for a given dict order; ties keep dvc.yaml's order
-    return list(TopologicalSorter(graph).static_order())
+    # Kahn's algorithm, always taking the earliest ready stage in dvc.yaml order, so the run reads like the file
+    sorter = TopologicalSorter(graph)
+    sorter.prepare()
+    position = {name: i for i, name in enumerate(stages)}
+    order: list[str] = []
+    ready = sorted(sorter.get_ready(), key=position.__getitem__)
+    while ready:
+        stage = ready.pop(0)
+        order.append(stage)
+        sorter.done(stage)
+        ready = sorted([*ready, *sorter.get_ready()], key=position.__getitem__)
+    return order
 
 
 def _metrics_markdown(stage: str, metrics_file: Path) -> str:
@@ -67,6 +77,10 @@ def run_stage(stage: str, force: bool = False) -> dict:
     if proc.wait() != 0:
         raise RuntimeError(f"stage {stage!r} failed (exit {proc.returncode}):\n" + "\n".join(tail))
     metrics_file = ROOT / "metrics" / f"{stage}.json"
+    report = ROOT / "reports" / "index.html"
+    if stage == "report" and report.exists():
+        create_link_artifact(key="run-report", link=report.as_uri(), link_text="lmpipe run report",
+                             description="Self-contained HTML report of this run")
     create_markdown_artifact(key=f"stage-{stage}".replace("_", "-"), markdown=_metrics_markdown(stage, metrics_file),
                              description=f"lmpipe stage {stage}")
     return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
