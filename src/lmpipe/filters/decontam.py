@@ -1,0 +1,66 @@
+"""Decontamination: find training documents that share a long word n-gram with an evaluation item.
+
+As in GPT-3 and later practice, the n-grams come from the evaluation *items* (a question, with its answer
+where configured), normalised to lower-case words. Items shorter than ``ngram`` words are matched whole
+when they have at least ``min_ngram`` words, and skipped when shorter still (a bare answer such as a city
+name would otherwise flag every document that mentions it). For the demo this keeps the fiction articles,
+which hold the facts the closed-book questions ask about, while any document quoting a question is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+
+from lmpipe.filters.text import normalize_words
+
+
+class EvalIndex:
+    def __init__(self, ngram: int = 13, min_ngram: int = 8) -> None:
+        self.ngram, self.min_ngram = ngram, min_ngram
+        self.grams: dict[int, dict[tuple[str, ...], str]] = {}  # length -> n-gram -> eval item id
+        self.items = 0
+
+    def add(self, item_id: str, text: str) -> None:
+        words = normalize_words(text)
+        if len(words) < self.min_ngram:
+            return
+        n = min(self.ngram, len(words))
+        table = self.grams.setdefault(n, {})
+        for i in range(len(words) - n + 1):
+            table.setdefault(tuple(words[i : i + n]), item_id)
+        self.items += 1
+
+    def add_jsonl(self, path: str | Path, id_field: str, text_fields: Iterable[str], prefix: str = "") -> None:
+        fields = list(text_fields)
+        with open(path, encoding="utf-8") as f:
+            for k, line in enumerate(f):
+                if line.strip():
+                    row = json.loads(line)
+                    text = " ".join(str(row[fld]) for fld in fields if row.get(fld) is not None)
+                    self.add(f"{prefix}{row.get(id_field, k)}", text)
+
+    def match(self, words: list[str]) -> tuple[int, str]:
+        """(number of distinct matching n-grams, id of the eval item of the first match in the text)."""
+        hits, first, first_pos = 0, "", len(words)
+        for n, table in self.grams.items():
+            grams = list(zip(*(words[i:] for i in range(n)), strict=False))
+            common = table.keys() & set(grams)
+            if not common:
+                continue
+            hits += len(common)
+            pos = next(i for i, g in enumerate(grams) if g in common)
+            if pos < first_pos:
+                first_pos, first = pos, table[grams[pos]]
+        return hits, first
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def load(path: str | Path) -> EvalIndex:
+        with open(path, "rb") as f:
+            return pickle.load(f)

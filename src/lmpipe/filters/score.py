@@ -1,0 +1,168 @@
+"""Score once: every per-document measurement, stored in ``meta["scores"]`` beside the document.
+
+Reference models (n-gram LM, toxicity classifier, eval n-gram index) are built once in the driver and saved
+to files; each shard worker loads them by path. Their SHA-256 is part of the job, so a changed model
+re-scores every shard while an unchanged one lets a rerun resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from lmpipe.config import FilterScoreConfig
+from lmpipe.documents import Document, Rejected, iter_documents, sha256_file
+from lmpipe.filters import c4, encoding, fineweb, gopher, language, pii
+from lmpipe.filters.decontam import EvalIndex
+from lmpipe.filters.perplexity import KneserNeyLM
+from lmpipe.filters.text import TERMINAL_PUNCTUATION, normalize_words, split_words
+from lmpipe.filters.toxicity import HashedLogReg, HFClassifier, WordList, read_labelled
+
+Scores = dict[str, Any]
+
+
+class ScoreJob(BaseModel):
+    """What a shard worker needs: the config and the model files (with hashes, for resume fingerprints)."""
+
+    model_config = ConfigDict(frozen=True)
+    cfg: FilterScoreConfig
+    lm: str | None = None
+    lm_sha: str = ""
+    classifier: str | None = None
+    classifier_sha: str = ""
+    eval_index: str | None = None
+    eval_index_sha: str = ""
+
+
+class Scorer:
+    """Computes all measurements for one text. Construct once per process (models load here)."""
+
+    def __init__(self, cfg: FilterScoreConfig, lm: KneserNeyLM | None = None, classifier: HashedLogReg | None = None,
+                 eval_index: EvalIndex | None = None) -> None:
+        self.cfg = cfg
+        self.stop_words = frozenset(cfg.stop_words)
+        self.c4_rules = c4.C4LineRules(
+            cfg.c4.min_words_per_line, cfg.c4.max_word_length, cfg.c4.remove_citations, cfg.c4.javascript, cfg.c4.policy)
+        self.stop_chars = tuple(cfg.fineweb.stop_chars) if cfg.fineweb.stop_chars else tuple(TERMINAL_PUNCTUATION)
+        tox = cfg.toxicity
+        self.wordlist = WordList.from_file(tox.wordlist) if tox.wordlist else WordList.builtin()
+        self.lm, self.classifier, self.eval_index = lm, classifier, eval_index
+        self.hf = HFClassifier(tox.hf_model_dir, tox.hf_label) if tox.hf_model_dir else None
+
+    def heuristics(self, text: str, words: list[str]) -> Scores:
+        """The Gopher, C4 and FineWeb measurements (what the benchmark compares with the reference)."""
+        s: Scores = {}
+        s.update(gopher.quality_scores(text, words, self.stop_words))
+        s.update(gopher.repetition_scores(text, words, tuple(self.cfg.top_ngrams), tuple(self.cfg.dup_ngrams)))
+        s.update(c4.scores(text, self.c4_rules))
+        s.update(fineweb.scores(text, words, self.stop_chars, self.cfg.fineweb.short_line_length))
+        return s
+
+    def score(self, text: str) -> Scores:
+        words = split_words(text)
+        s = self.heuristics(text, words)
+        s["chars"] = len(text)
+        s["mojibake"] = encoding.mojibake_count(text)
+        lang, prob = language.identify(text, self.cfg.language_chars)
+        s["lang"], s["lang_score"] = lang, round(prob, 4)
+        norm = normalize_words(text)
+        s["tox_words"] = self.wordlist.count(norm)
+        s["tox_word_frac"] = s["tox_words"] / max(len(norm), 1)
+        if self.classifier is not None:
+            s["tox_classifier"] = round(self.classifier.predict_words(norm), 5)
+        if self.hf is not None:
+            s["tox_hf"] = round(self.hf.predict(text), 5)
+        if self.lm is not None:
+            s["perplexity"] = round(self.lm.perplexity([w.lower() for w in words]), 3)
+        for kind, n in pii.find(text).items():
+            s[f"pii_{kind}"] = n
+        if self.eval_index is not None:
+            s["decontam_hits"], s["decontam_item"] = self.eval_index.match(norm)
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in s.items()}
+
+
+_SCORERS: dict[str, Scorer] = {}
+
+
+def _scorer(job: ScoreJob) -> Scorer:
+    """One Scorer per process and job: workers score many shards but load the models once."""
+    key = job.model_dump_json()
+    if key not in _SCORERS:
+        _SCORERS.clear()
+        _SCORERS[key] = Scorer(
+            job.cfg,
+            KneserNeyLM.load(job.lm) if job.lm else None,
+            HashedLogReg.load(job.classifier) if job.classifier else None,
+            EvalIndex.load(job.eval_index) if job.eval_index else None,
+        )
+    return _SCORERS[key]
+
+
+def score_unit(unit: str, job: ScoreJob) -> Iterator[Document | Rejected]:
+    """``run_stage`` process: one input shard in, the same documents out with ``meta["scores"]``."""
+    scorer = _scorer(job)
+    n = 0
+    for doc in iter_documents(unit):
+        n += 1
+        doc.meta["scores"] = scorer.score(doc.text)
+        yield doc
+    return {"in": n}
+
+
+# ------------------------------------------------------------------------------------ model building
+def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | Path) -> tuple[ScoreJob, dict]:
+    """Train/build the reference models into ``model_dir``; returns the job and a summary for metrics."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {}
+    job: dict[str, Any] = {"cfg": cfg}
+    pcfg = cfg.perplexity
+    lm_path = model_dir / "ngram_lm.pkl"
+    if pcfg.reference_domain:
+        train = []
+        for doc in iter_documents(docs_dir):
+            if doc.domain == pcfg.reference_domain:
+                train.append([w.lower() for w in split_words(doc.text)])
+                if len(train) >= pcfg.max_train_docs:
+                    break
+        if not train:
+            raise ValueError(f"filter.score.perplexity.reference_domain={pcfg.reference_domain!r}: no such documents")
+        lm = KneserNeyLM(pcfg.order, pcfg.discount, pcfg.min_count).fit(train)
+        lm.save(lm_path)
+        job.update(lm=str(lm_path), lm_sha=sha256_file(lm_path))
+        info["lm"] = {"docs": len(train), "vocab": len(lm.vocab), "order": pcfg.order}
+    else:
+        lm_path.unlink(missing_ok=True)
+    tcfg = cfg.toxicity
+    clf_path = model_dir / "toxicity_clf.npz"
+    if tcfg.train_files:
+        texts, labels = [], []
+        for f in tcfg.train_files:
+            for k, (t, y) in enumerate(read_labelled(f.path, f.format, f.text_field, f.label_field)):
+                if f.max_rows is not None and k >= f.max_rows:
+                    break
+                texts.append(t)
+                labels.append(y)
+        clf = HashedLogReg(tcfg.buckets, tcfg.ngrams).fit(texts, labels, tcfg.epochs, tcfg.lr, tcfg.l2)
+        clf.save(clf_path)
+        job.update(classifier=str(clf_path), classifier_sha=sha256_file(clf_path))
+        info["toxicity_classifier"] = {"train_docs": len(texts), "positives": int(sum(labels))}
+    else:
+        clf_path.unlink(missing_ok=True)
+    dcfg = cfg.decontam
+    idx_path = model_dir / "eval_ngrams.pkl"
+    if dcfg.eval_files:
+        index = EvalIndex(dcfg.ngram, dcfg.min_ngram)
+        for ef in dcfg.eval_files:
+            if not Path(ef.path).exists():
+                raise FileNotFoundError(f"filter.score.decontam.eval_files: {ef.path} not found")
+            index.add_jsonl(ef.path, ef.id_field, ef.text_fields, prefix=f"{Path(ef.path).stem}:")
+        index.save(idx_path)
+        job.update(eval_index=str(idx_path), eval_index_sha=sha256_file(idx_path))
+        info["decontam"] = {"items": index.items, "ngrams": sum(len(t) for t in index.grams.values())}
+    else:
+        idx_path.unlink(missing_ok=True)
+    return ScoreJob(**job), info
