@@ -55,5 +55,36 @@ def run(
     pipeline(stages=stages or None, force=force)
 
 
+@app.command("serve-llm")
+def serve_llm(
+    params: str = typer.Option("params.yaml", help="params file (section llm: model, threads, batch_size)"),
+    model: str = typer.Option(None, help="override llm.model: 'smollm2', a local HF model dir or a .gguf file"),
+    host: str = typer.Option("127.0.0.1", help="bind address"),
+    port: int = typer.Option(8000, help="port (0 = any free port, printed at start)"),
+    threads: int = typer.Option(None, help="override llm.threads"),
+    batch_size: int = typer.Option(None, help="override llm.batch_size"),
+    batch_wait_ms: float = typer.Option(20.0, help="how long a batch waits for more requests to join"),
+    name: str = typer.Option(None, help="model name clients send (default: the model spec)"),
+) -> None:
+    """Serve the embedded model over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /stats)."""
+    import socket
+
+    from lmpipe.llm.embedded import EmbeddedBackend
+    from lmpipe.llm.server import serve
+
+    cfg = load_params(params).llm if params else None  # --params '' serves a model without a params file
+    spec = model or (cfg.model if cfg else "smollm2")
+    backend = EmbeddedBackend(
+        spec, cfg.gguf_file if cfg and not model else None,
+        threads or (cfg.threads if cfg else 1), batch_size or (cfg.batch_size if cfg else 8),
+    )
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    typer.echo(f"serve-llm: {backend.model_id} on http://{host}:{port}/v1", err=True)
+    serve(backend, name or spec, host, port, backend.batch_size, batch_wait_ms)
+
+
 if __name__ == "__main__":
     app()

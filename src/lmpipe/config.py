@@ -44,6 +44,7 @@ class DemoConfig(Section):
     math_docs: int = Field(600, ge=0, description="generated word problems with worked answers")
     fiction_entities: int = Field(40, ge=1, description="invented organisations, each with an article + QA")
     noise_fraction: float = Field(0.08, ge=0.0, le=0.9, description="share of extra noisy docs")
+    toxicity_examples: int = Field(600, ge=0, description="labelled pairs for the toxicity classifier")
     min_doc_chars: int = Field(200, ge=1)
     max_doc_chars: int = Field(6000, ge=100)
 

@@ -12,7 +12,8 @@ fiction    articles about invented organisations       ``fiction/*.md``
 web        noise: boilerplate, spam, toxic, mojibake…  ``web/*``
 =========  ==========================================  ==========================
 
-Exact and near duplicates are planted in prose and fiction. The closed-book QA set about the fiction
+Exact and near duplicates are planted in prose and fiction. ``labels/toxicity.jsonl`` holds labelled examples
+for the filter's toxicity classifier (not ingested). The closed-book QA set about the fiction
 articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records what was planted where.
 """
 
@@ -95,6 +96,11 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     (raw / "web" / "blob.txt").write_bytes(noise.binary_blob(rng))
     (raw / "web" / "latin1.txt").write_bytes("Ein Stück Käse, im Latin-1-Format gespeichert.".encode("latin-1"))
     planted.update(undecodable=len(broken) + 2)
+
+    (raw / "labels").mkdir(exist_ok=True)
+    # every clean domain is a negative, so code and math are not "unusual, hence toxic" to the classifier
+    clean = [r["text"] for r in prose[:200] + code[:100] + maths[:100]] + list(articles.values())
+    _jsonl(raw / "labels" / "toxicity.jsonl", noise.toxicity_training_set(rng, clean, cfg.toxicity_examples))
 
     qa = [q for o in orgs for q in world.questions(o, orgs, rng)]
     _jsonl(ev / "fiction_qa.jsonl", qa)

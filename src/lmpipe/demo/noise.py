@@ -41,6 +41,48 @@ def toxic(rng: random.Random, base: str) -> str:
     return f"{base}\n\nYou are a {insults}, you {rng.choice(TOXIC_WORDS)}!"
 
 
+def insult(rng: random.Random) -> str:
+    w = lambda: rng.choice(TOXIC_WORDS)  # noqa: E731
+    return rng.choice([
+        f"You are a {w()}, a complete {w()}.",
+        f"Shut up, you {w()}!",
+        f"Only a {w()} would write this, you {w()}.",
+        f"What a {w()} {w()} you are.",
+    ])
+
+
+KIND_WORDS = ["friend", "colleague", "reader", "helper", "expert", "neighbour", "guest", "student"]
+
+
+def kind_remark(rng: random.Random) -> str:
+    """Second-person but harmless, so the classifier learns the insults rather than the word 'you'."""
+    w = lambda: rng.choice(KIND_WORDS)  # noqa: E731
+    return rng.choice([
+        f"You are a {w()}, a true {w()}.",
+        f"Thank you, you {w()}!",
+        f"Only a {w()} would write this so clearly, you {w()}.",
+        f"What a good {w()} you are.",
+    ])
+
+
+def toxicity_training_set(rng: random.Random, clean: list[str], n: int) -> list[dict]:
+    """Labelled rows for the filter's toxicity classifier. Negatives: clean passages, alone or followed by a
+    harmless second-person remark; positives: passages followed by an insult in the same frames, or the
+    insult alone. Only the insult words separate the classes, so topic and 'you' carry no signal."""
+    rows = []
+    for _ in range(n // 3):
+        a, b, c, d = (rng.choice(clean)[: rng.randint(80, 400)] for _ in range(4))
+        rows += [
+            {"text": a, "label": 0},
+            {"text": f"{b}\n{kind_remark(rng)}", "label": 0},
+            {"text": kind_remark(rng), "label": 0},
+            {"text": f"{c}\n{insult(rng)}", "label": 1},
+            {"text": f"{d}\n{insult(rng)}", "label": 1},
+            {"text": insult(rng), "label": 1},
+        ]
+    return rows
+
+
 def mojibake(text: str) -> str:
     return text.replace("'", "\u2019").replace(" - ", " \u2014 ").encode("utf-8").decode("latin-1")
 

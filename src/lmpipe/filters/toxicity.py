@@ -148,3 +148,22 @@ class HFClassifier:
         out = self.pipe(text[: self.max_chars])
         scores = out[0] if out and isinstance(out[0], list) else out
         return float(next((s["score"] for s in scores if s["label"].lower() == self.label), 0.0))
+
+
+# ------------------------------------------------------------------------------------- scorer seam
+class ClassifierScorer:
+    """The trained classifier behind the seam evaluation uses: ``name`` + ``score(texts)`` in [0, 1]."""
+
+    def __init__(self, clf: HashedLogReg, name: str) -> None:
+        self.clf, self.name = clf, name
+
+    def score(self, texts: Iterable[str]) -> list[float]:
+        return [self.clf.predict(t) for t in texts]
+
+
+def load_scorer(model_dir: str | Path = "models/filter") -> ClassifierScorer:
+    """The classifier the score stage trained (``<model_dir>/toxicity_clf.npz``)."""
+    path = Path(model_dir) / "toxicity_clf.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: set filter.score.toxicity.train_files and run stage `score`")
+    return ClassifierScorer(HashedLogReg.load(path), f"hashed-ngram logistic regression ({path})")

