@@ -77,13 +77,18 @@ def run_stage(stage: str, force: bool = False) -> dict:
     if proc.wait() != 0:
         raise RuntimeError(f"stage {stage!r} failed (exit {proc.returncode}):\n" + "\n".join(tail))
     metrics_file = ROOT / "metrics" / f"{stage}.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     report = ROOT / "reports" / "index.html"
     if stage == "report" and report.exists():
         create_link_artifact(key="run-report", link=report.as_uri(), link_text="lmpipe run report",
                              description="Self-contained HTML report of this run")
+    gate = metrics.get("gate") or {}
+    if gate.get("report"):  # the data-quality gate's page (great-expectations results)
+        create_link_artifact(key=f"gate-{stage}".replace("_", "-"), link=(ROOT / gate["report"]).resolve().as_uri(),
+                             link_text=f"{stage} quality gate", description=f"great-expectations gate after {stage}")
     create_markdown_artifact(key=f"stage-{stage}".replace("_", "-"), markdown=_metrics_markdown(stage, metrics_file),
                              description=f"lmpipe stage {stage}")
-    return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return metrics
 
 
 @flow(name="lmpipe-pipeline", log_prints=True)

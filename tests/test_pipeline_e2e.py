@@ -88,7 +88,7 @@ asyncio.run(main())
 """
         penv = {"PREFECT_HOME": env["PREFECT_HOME"], "PREFECT_API_URL": api, "LMPIPE_HOME": str(project)}
         out = sh([sys.executable, "-c", check], project, env=penv)
-        assert "['COMPLETED']" in out and "stage-ingest" in out
+        assert "['COMPLETED']" in out and "stage-ingest" in out and "gate-ingest" in out
 
         # The deployments in infra/ deploy, schedule, and run through a real process worker.
         shutil.copytree(ROOT / "infra", project / "infra", dirs_exist_ok=True)
