@@ -56,7 +56,7 @@ def load_model(tmp: Path, docs: list[Document]) -> tuple[LM, str]:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from lmpipe.config import load_params
-    from lmpipe.evaluation.tiny import train_tokenizer
+    from lmpipe.tiny import train_tokenizer
 
     if (ROOT / "models" / "tokenizer" / "tokenizer.json").exists():
         tok = AutoTokenizer.from_pretrained(ROOT / "models" / "tokenizer")

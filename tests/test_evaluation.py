@@ -37,8 +37,8 @@ from lmpipe.evaluation import (  # noqa: E402
 )
 from lmpipe.evaluation.qa import choose, exact_match, prompt  # noqa: E402
 from lmpipe.evaluation.run import evaluate_models  # noqa: E402
-from lmpipe.evaluation.tiny import build_tiny_model  # noqa: E402
 from lmpipe.evaluation.toxicity import resolve_scorer, toxicity_eval  # noqa: E402
+from lmpipe.tiny import build_tiny_model  # noqa: E402
 
 CORPUS = {
     "prose": ["The quick brown fox jumps over the lazy dog near the river bank.",

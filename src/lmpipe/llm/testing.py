@@ -19,58 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-CHATML = (
-    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from lmpipe import tiny
 
 
 def build_tiny_model(directory: str | Path, seed: int = 0, vocab_size: int = 512, hidden: int = 32) -> Path:
-    """A randomly initialised 2-layer Llama + byte-level BPE tokenizer with a ChatML template (~100 KB)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    directory = Path(directory)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [
-        "The observatory was founded in 1851 by a guild of clockmakers in the old harbour town.",
-        "Entities, relations and summaries: people, places, organisations, dates and objects.",
-        '{"entities": ["a", "b"], "summary": "one sentence."} Think step by step. 1. 2. 3.',
-    ] * 20
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
-    )
-    fast.chat_template = CHATML
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        bos_token_id=fast.bos_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.3,
-    )  # wider than default: clear argmax gaps, varied text
-    model = LlamaForCausalLM(cfg)
-    model.save_pretrained(directory)
-    fast.save_pretrained(directory)
-    return directory
+    """A tiny random chat model (ChatML) for the LLM layer: wide init for clear argmax gaps and varied text."""
+    return tiny.build_tiny_model(directory, None, vocab_size, hidden, layers=2, heads=4, kv_heads=2, context=1024,
+                                 seed=seed, chat=True, init_std=0.3, tie_embeddings=True)
 
 
 # ---------------------------------------------------------------------------------- fault server

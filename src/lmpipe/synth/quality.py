@@ -12,7 +12,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from lmpipe.config import SynthQualityConfig
+from lmpipe.config import NormalizeConfig, SynthQualityConfig
+from lmpipe.dedup.exact import normalize
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
@@ -75,6 +76,9 @@ def check(text: str, finish_reason: str, cfg: SynthQualityConfig) -> Verdict:
     return Verdict(text, None, trimmed=trimmed)
 
 
+_NORMALIZE = NormalizeConfig()
+
+
 def text_key(text: str) -> str:
-    """Exact-duplicate key: case, punctuation and spacing do not matter."""
-    return hashlib.sha1(" ".join(words(text)).encode()).hexdigest()
+    """Exact-duplicate key under the dedup stage's normalisation: case, punctuation and spacing do not matter."""
+    return hashlib.sha1(normalize(text, _NORMALIZE).encode()).hexdigest()
