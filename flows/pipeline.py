@@ -33,7 +33,8 @@ def stage_order(dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:
     def paths(items: list) -> list[str]:
         return [next(iter(i)) if isinstance(i, dict) else i for i in items or []]
 
-    producers = {out: name for name, s in stages.items() for out in paths(s.get("outs"))}
+    producers = {out: name for name, s in stages.items()
+                 for key in ("outs", "metrics", "plots") for out in paths(s.get(key))}
     graph: dict[str, set[str]] = {}
     for name, s in stages.items():
         deps = set()
