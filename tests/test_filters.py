@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -242,6 +243,8 @@ def demo_run(tmp_path_factory):  # noqa: ANN201
     p = load_params()
     score_cfg = p.filter.score.model_copy(deep=True)
     score_cfg.decontam.eval_files[0].path = str(tmp / "eval/fiction_qa.jsonl")
+    for f in score_cfg.toxicity.train_files:  # the demo's labelled set, from this test's own demo
+        f.path = str(tmp / "raw" / Path(f.path).relative_to("data/raw"))
     # a document that quotes an eval question must be dropped naming that question
     q = json.loads((tmp / "eval/fiction_qa.jsonl").read_text().splitlines()[0])
     from lmpipe.documents import Document, ShardWriter, read_manifest, write_manifest
