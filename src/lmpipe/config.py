@@ -390,6 +390,32 @@ class TrainConfig(Section):
     peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU; None = known GPU or measured")
 
 
+# --------------------------------------------------------------------------------------------- cpt
+def _cpt_train() -> TrainConfig:
+    # continue from the pretrained model: re-warm from its final LR (3e-3 * 0.1) up to a lower peak, re-decay
+    return TrainConfig(init_from="models/pretrain", lr=1e-3, max_steps=80,
+                       schedule=ScheduleConfig(kind="cosine", warmup_steps=10, start_ratio=0.3, min_ratio=0.1))
+
+
+class CptConfig(Section):
+    """Continual pretraining (stages ``cpt_tokenize`` + ``cpt``): the synthetic domain, tokenized with the base
+    tokenizer, mixed with replay of the original domains (``data/tokens``), starting from ``train.init_from``."""
+
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="synthetic docs held out (by id hash) for validation")
+    train: TrainConfig = Field(default_factory=_cpt_train)
+    mixture: MixtureConfig = Field(
+        default_factory=lambda: MixtureConfig(
+            weights={"synthetic": 0.5, "prose": 0.15, "code": 0.1, "math": 0.1, "fiction": 0.15}
+        )
+    )
+
+    @model_validator(mode="after")
+    def _parent(self) -> CptConfig:
+        if not self.train.init_from:
+            raise ValueError("train.init_from must name the parent model dir (continual pretraining starts from it)")
+        return self
+
+
 # --------------------------------------------------------------------------------------------- llm
 class LLMConfig(Section):
     """Which LLM the synthetic-data stages call, and how. Read by ``augment`` and ``lmpipe serve-llm``."""
@@ -650,6 +676,58 @@ class FilterConfig(Section):
 
 
 # ------------------------------------------------------------------------------------------- root
+# -------------------------------------------------------------------------------------------- tune
+Range = tuple[float, float]
+
+
+class TuneConfig(Section):
+    """Optuna search over mixture weights (and optionally the LR) by short training runs (``lmpipe.tuning``).
+
+    Search space: one float per domain, drawn in its ``weights`` range, then divided by their sum (a point on
+    the simplex; a domain with range ``[x, x]`` is fixed, ``[0, 0]`` is left out). ``lr``: a number is fixed,
+    a ``[low, high]`` pair is searched log-uniformly. Objective: mean held-out bits/byte over ``targets``.
+    """
+
+    storage: str = Field("sqlite:///data/tune/optuna.db", description="any Optuna RDB URL (SQLite, Postgres, MySQL)")
+    study_name: str = Field("mixture", min_length=1)
+    n_trials: int = Field(6, ge=1, description="run until the study has this many COMPLETE trials (resumes)")
+    max_failed: int = Field(3, ge=0, description="stop this run after this many failed trials")
+    seed: int | None = Field(None, ge=0, description="TPE sampler and training seed; None = run.seed")
+    n_startup_trials: int = Field(4, ge=0, description="random trials before TPE models the history")
+    enqueue_current: bool = Field(True, description="first trial: the current mixture.weights (the baseline)")
+    weights: dict[str, Range] = Field(
+        default_factory=lambda: {"prose": (0.0, 1.0), "code": (0.0, 1.0), "math": (0.0, 1.0), "fiction": (0.0, 1.0)},
+        description="domain -> [low, high] of its raw weight before normalisation",
+    )
+    lr: float | Range = Field(3e-3, description="fixed LR, or [low, high] searched log-uniformly")
+    targets: list[str] = Field(
+        default_factory=lambda: ["prose", "code", "math", "fiction"], min_length=1,
+        description="held-out domains whose mean bits/byte is minimised",
+    )
+    steps: int = Field(25, ge=1, description="optimizer steps per trial")
+    batch_size: int = Field(4, ge=1)
+    seq_len: int = Field(128, ge=2)
+    warmup_steps: int = Field(5, ge=0)
+    heldout: HeldoutConfig = HeldoutConfig(max_docs_per_domain=20, max_tokens_per_domain=4000)
+    batch_tokens: int = Field(2048, ge=16, description="padded tokens per scoring forward pass")
+    threads: int = Field(1, ge=1, description="torch threads per trial")
+    heartbeat_s: int | None = Field(
+        60, ge=1, description="RDB heartbeat: trials of a killed worker become FAIL after 2x this; None = off")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TuneConfig:
+        for d, (lo, hi) in self.weights.items():
+            if not 0.0 <= lo <= hi:
+                raise ValueError(f"weights.{d}: need 0 <= low <= high, got [{lo}, {hi}]")
+        if not any(hi > 0 for _, hi in self.weights.values()):
+            raise ValueError("weights: at least one domain needs a positive upper bound")
+        if isinstance(self.lr, tuple) and not 0 < self.lr[0] <= self.lr[1]:
+            raise ValueError(f"lr: need 0 < low <= high, got {list(self.lr)}")
+        if isinstance(self.lr, float) and self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        return self
+
+
 class Params(Section):
     # Sections added by later stages are optional so a params.yaml with only the early stages validates.
     model_config = ConfigDict(extra="forbid")
@@ -668,6 +746,8 @@ class Params(Section):
     mixture: MixtureConfig = MixtureConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    cpt: CptConfig = CptConfig()
 
 
 class ConfigError(ValueError):

@@ -104,6 +104,33 @@ class TokenIndex:
             raise FileNotFoundError(f"{file} not found: run the tokenize stage first")
         return cls(file.parent, json.loads(file.read_text()))
 
+    @classmethod
+    def merge(cls, indexes: list[TokenIndex]) -> TokenIndex:
+        """One view over several token directories packed with the same tokenizer (e.g. continual pretraining:
+        new synthetic domains plus replay of the original ones). File paths become absolute paths into their own
+        directory, so nothing is copied; a domain present in two indexes of one split is an error."""
+        if not indexes:
+            raise ValueError("merge needs at least one token index")
+        first = indexes[0]
+        for other in indexes[1:]:
+            for key in ("dtype", "vocab_size", "eos_id"):
+                a, b = first.meta[key], other.meta[key]
+                if a != b:
+                    raise ValueError(f"token indexes {first.root} and {other.root} differ in {key}: {a!r} vs {b!r} "
+                                     "(were they packed with the same tokenizer?)")
+        splits: dict[str, dict[str, dict[str, Any]]] = {}
+        owner: dict[tuple[str, str], Path] = {}
+        for idx in indexes:
+            for split, domains in idx.splits.items():
+                for domain, info in domains.items():
+                    if (split, domain) in owner:
+                        raise ValueError(f"domain {domain!r} ({split}) is in both {owner[split, domain]} and {idx.root}")
+                    owner[split, domain] = idx.root
+                    files = [{**f, "path": str((idx.root / f["path"]).absolute())} for f in info["files"]]
+                    splits.setdefault(split, {})[domain] = {**info, "files": files}
+        meta = {**first.meta, "splits": splits, "merged_from": [str(i.root) for i in indexes]}
+        return cls(first.root, meta)
+
     def domains(self, split: str = "train") -> list[str]:
         return sorted(self._split(split))
 

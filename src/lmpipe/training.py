@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import lightning as L
 import numpy as np
@@ -37,6 +37,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
 from lmpipe.model import build_model, flops_per_token, load_model, n_params
 from lmpipe.schedules import lr_lambda
+
+if TYPE_CHECKING:
+    from lmpipe.mixture import TokenIndex
 
 CKPT_NAME = "latest"  # one rolling checkpoint: <ckpt_dir>/latest.ckpt
 RUN_FILE = "run.json"  # fingerprint of the run a checkpoint dir belongs to
@@ -55,13 +58,14 @@ SamplerFactory = Callable[[str], WindowSampler]  # split name ("train" | "val") 
 
 # -------------------------------------------------------------------------------------------- data
 def mixture_samplers(
-    tokens_dir: str | Path, mixture: MixtureConfig, seq_len: int, seed: int
+    tokens_dir: str | Path | TokenIndex, mixture: MixtureConfig, seq_len: int, seed: int
 ) -> SamplerFactory:
     """Samplers over ``data/tokens``: the configured mixture for training; for validation the same weights
-    over the held-out domains big enough for one window (small domains may have no held-out window at all)."""
+    over the held-out domains big enough for one window (small domains may have no held-out window at all).
+    ``tokens_dir`` may also be a ready ``TokenIndex`` (e.g. ``TokenIndex.merge`` of several directories)."""
     from lmpipe.mixture import MixtureSampler, TokenIndex
 
-    index = TokenIndex.load(tokens_dir)
+    index = tokens_dir if isinstance(tokens_dir, TokenIndex) else TokenIndex.load(tokens_dir)
 
     def make(split: str) -> WindowSampler:
         if split == "train":
@@ -493,6 +497,7 @@ def train(
     ids = special_ids or {}
     if cfg.init_from:
         model = load_model(cfg.init_from, model_cfg.attn_impl)
+        model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it is given
         if model.config.vocab_size < vocab_size:
             raise ValueError(
                 f"init_from model has vocab {model.config.vocab_size} < tokenizer's {vocab_size}"
