@@ -29,26 +29,24 @@ def main(
     progress: bool = typer.Option(True, help="show Lightning's progress bar"),
 ) -> None:
     p = load_params(params)
-    from transformers import AutoTokenizer
-
     from lmpipe.mixture import TokenIndex
-    from lmpipe.training import mixture_samplers, train
+    from lmpipe.training import mixture_samplers, train, vocab_and_special_ids
 
     index = TokenIndex.load(tokens)
-    tok = AutoTokenizer.from_pretrained(tokenizer)
+    vocab_size, special_ids = vocab_and_special_ids(index, tokenizer)
     seed = p.train.seed if p.train.seed is not None else p.run.seed
     data_id = hashlib.sha256((Path(tokens) / "index.json").read_bytes()).hexdigest()
     with Timer() as t:
         stats = train(
             p.model,
             p.train,
-            mixture_samplers(tokens, p.mixture, p.train.seq_len, seed),
-            vocab_size=max(index.vocab_size, len(tok)),
+            mixture_samplers(index, p.mixture, p.train.seq_len, seed),
+            vocab_size=vocab_size,
             ckpt_dir=ckpt,
             log_dir=live,
             export_dir=out,
             tokenizer_dir=tokenizer,
-            special_ids={"bos": tok.bos_token_id, "eos": index.eos_id, "pad": tok.pad_token_id},
+            special_ids=special_ids,
             seed=seed,
             fingerprint={"data": data_id, "mixture": p.mixture.model_dump()},
             progress=progress,

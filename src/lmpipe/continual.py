@@ -85,13 +85,11 @@ def continue_pretraining(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``cfg.train.init_from`` further on ``cfg.mixture`` over the merged ``token_dirs``; returns metrics."""
-    from transformers import AutoTokenizer
-
-    from lmpipe.training import mixture_samplers, train
+    from lmpipe.training import mixture_samplers, train, vocab_and_special_ids
 
     assert cfg.train.init_from  # CptConfig guarantees it
     index = replay_index(token_dirs)
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    vocab_size, special_ids = vocab_and_special_ids(index, tokenizer_dir)
     weights = normalize_weights(cfg.mixture.weights, index.domains("train"), cfg.mixture.missing)
     fingerprint = {
         "data": [sha256_file(Path(d) / INDEX) for d in token_dirs],
@@ -102,12 +100,12 @@ def continue_pretraining(
         model_cfg,
         cfg.train,
         mixture_samplers(index, cfg.mixture, cfg.train.seq_len, seed),
-        vocab_size=max(index.vocab_size, len(tok)),
+        vocab_size=vocab_size,
         ckpt_dir=ckpt_dir,
         log_dir=log_dir,
         export_dir=export_dir,
         tokenizer_dir=tokenizer_dir,
-        special_ids={"bos": tok.bos_token_id, "eos": index.eos_id, "pad": tok.pad_token_id},
+        special_ids=special_ids,
         seed=seed,
         fingerprint=fingerprint,
         progress=progress,

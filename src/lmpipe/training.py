@@ -57,6 +57,15 @@ SamplerFactory = Callable[[str], WindowSampler]  # split name ("train" | "val") 
 
 
 # -------------------------------------------------------------------------------------------- data
+def vocab_and_special_ids(index: TokenIndex, tokenizer_dir: str | Path) -> tuple[int, dict[str, int | None]]:
+    """The model's vocab size (the index's or the tokenizer's, whichever is larger) and its special token ids
+    for training on ``index`` packed with the tokenizer at ``tokenizer_dir``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return max(index.vocab_size, len(tok)), {"bos": tok.bos_token_id, "eos": index.eos_id, "pad": tok.pad_token_id}
+
+
 def mixture_samplers(
     tokens_dir: str | Path | TokenIndex, mixture: MixtureConfig, seq_len: int, seed: int
 ) -> SamplerFactory:

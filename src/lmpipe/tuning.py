@@ -126,9 +126,8 @@ class MixtureObjective:
         seed: int,
         work_dir: str | Path | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
         from lmpipe.mixture import TokenIndex
+        from lmpipe.training import vocab_and_special_ids
 
         self.cfg, self.model, self.seed = cfg, model, seed
         self.tokens_dir, self.heldout_dir, self.tokenizer_dir = Path(tokens_dir), Path(heldout_dir), Path(tokenizer_dir)
@@ -138,9 +137,7 @@ class MixtureObjective:
         if absent:
             raise ValueError(f"tune.weights names domain(s) {absent} absent from {tokens_dir}; "
                              f"available: {', '.join(index.domains('train'))}")
-        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.vocab_size = max(index.vocab_size, len(tok))
-        self.special_ids = {"bos": tok.bos_token_id, "eos": index.eos_id, "pad": tok.pad_token_id}
+        self.vocab_size, self.special_ids = vocab_and_special_ids(index, tokenizer_dir)
 
     def __call__(self, weights: dict[str, float], lr: float) -> dict[str, Any]:
         from lmpipe.documents import iter_documents
