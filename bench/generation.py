@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import tempfile
 import time
@@ -91,8 +92,14 @@ async def _bare_load(url: str, n: int, concurrency: int, tokens: int) -> float:
 
 def bench_http(n: int, tokens: int, levels: list[int], server_batch: int) -> dict:
     tiny = build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
+    # Server and clients on separate cores, as they would be on separate machines: on a shared core the
+    # client's own CPU time would be taken from the server it is measured against.
+    cores = sorted(os.sched_getaffinity(0))
+    server_cpus = {cores[0]} if len(cores) > 1 else None
+    if server_cpus:
+        os.sched_setaffinity(0, set(cores[1:]))
     proc, url = start_serve_llm(
-        tiny, "--batch-size", str(server_batch), "--name", "tiny", "--batch-wait-ms", "5"
+        tiny, "--batch-size", str(server_batch), "--name", "tiny", "--batch-wait-ms", "5", cpus=server_cpus
     )
     try:
         asyncio.run(_bare_load(url, 16, 16, tokens))  # warm-up

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import struct
 import threading
@@ -185,8 +186,12 @@ def default_reply(req: dict) -> str:
 
 
 # ------------------------------------------------------------------------------- serve-llm process
-def start_serve_llm(model: str | Path, *args: str, timeout_s: float = 120.0) -> tuple[Any, str]:
-    """Start ``lmpipe serve-llm`` as a real subprocess on a free port; returns (process, base url)."""
+def start_serve_llm(
+    model: str | Path, *args: str, timeout_s: float = 120.0, cpus: set[int] | None = None
+) -> tuple[Any, str]:
+    """Start ``lmpipe serve-llm`` as a real subprocess on a free port; returns (process, base url).
+
+    ``cpus`` pins the server (all its threads) to those cores, e.g. to keep a benchmark's client off them."""
     import subprocess
     import sys
 
@@ -213,7 +218,8 @@ def start_serve_llm(model: str | Path, *args: str, timeout_s: float = 120.0) -> 
     import tempfile
 
     log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe (never blocks); lives as long as the server
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=pin)  # noqa: PLW1509
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
