@@ -770,7 +770,7 @@ def _describe(err: dict[str, Any]) -> str:
         allowed = _allowed_keys(parent)
         if allowed:
             msg += f" (allowed: {', '.join(sorted(allowed))})"
-    elif "expected" in ctx:
+    elif "expected" in ctx and str(ctx["expected"]) not in msg:
         msg += f" (allowed: {ctx['expected']})"
     got = err.get("input")
     if err["type"] != "missing" and not isinstance(got, dict | list):
