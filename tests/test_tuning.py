@@ -89,7 +89,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'optuna.db'}"
     before = optuna.load_study(study_name="t", storage=db).get_trials()
     assert [t.state for t in before] == [COMPLETE, optuna.trial.TrialState.RUNNING]
-    time.sleep(2.5)  # > grace period (2 heartbeats)
+    time.sleep(4.0)  # > grace period (2 heartbeats = 2 s) even at SQLite CURRENT_TIMESTAMP's 1 s resolution
 
     cfg = TuneConfig(storage=db, study_name="t", n_trials=3, heartbeat_s=1,
                      weights={"alpha": (0.0, 1.0), "beta": (0.0, 1.0)}, targets=["alpha"])
