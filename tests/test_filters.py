@@ -225,7 +225,8 @@ def demo_run(tmp_path_factory):  # noqa: ANN201
     from lmpipe.demo import generate
     from lmpipe.documents import iter_documents
     from lmpipe.executors import LocalExecutor
-    from lmpipe.filters.pipeline import score_dataset, select_dataset
+    from lmpipe.filters.score import score_dataset
+    from lmpipe.filters.select import select_dataset
     from lmpipe.ingest import ingest
 
     tmp = tmp_path_factory.mktemp("filters")
