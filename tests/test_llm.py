@@ -110,13 +110,23 @@ def _sample(hint: Any) -> Any:
 def test_request_key_covers_every_field() -> None:
     """Every field of GenRequest, found by introspection (a new field is covered without editing this test),
     changes the cache key alone; so does the model; equal requests share it."""
-    base = GenRequest(messages=(("user", "x"),), prompt="p", max_tokens=8, temperature=0.5, top_p=0.9,
-                      repetition_penalty=1.1, seed=1, stop=("\n",))
+    base = GenRequest(
+        messages=(("user", "x"),),
+        prompt="p",
+        max_tokens=8,
+        temperature=0.5,
+        top_p=0.9,
+        repetition_penalty=1.1,
+        seed=1,
+        stop=("\n",),
+    )
     hints = get_type_hints(GenRequest)
     variants = {}
     for f in dataclasses.fields(GenRequest):
         v = dataclasses.replace(base, **{f.name: _other(getattr(base, f.name), hints[f.name])})
-        assert [g.name for g in dataclasses.fields(v) if getattr(v, g.name) != getattr(base, g.name)] == [f.name]
+        assert [g.name for g in dataclasses.fields(v) if getattr(v, g.name) != getattr(base, g.name)] == [
+            f.name
+        ]
         variants[f.name] = v
     assert "repetition_penalty" in variants and len(variants) == len(dataclasses.fields(GenRequest))
     unchanged = [name for name, v in variants.items() if v.key("m") == base.key("m")]

@@ -229,13 +229,28 @@ def test_checkpoints_load_without_pickle_and_a_planted_one_is_refused(
     from lmpipe.safeio import UnsafeFileError
     from tests.test_safeio import plant
 
-    cfg = TrainConfig(seq_len=SEQ, batch_size=4, max_steps=3, val_every=3, val_batches=1, ckpt_every=3,
-                      schedule={"kind": "wsd", "warmup_steps": 1})
+    cfg = TrainConfig(
+        seq_len=SEQ,
+        batch_size=4,
+        max_steps=3,
+        val_every=3,
+        val_batches=1,
+        ckpt_every=3,
+        schedule={"kind": "wsd", "warmup_steps": 1},
+    )
 
     def run() -> dict:
-        return train(SMALL_MODEL, cfg, mixture_samplers(shakespeare["tokens"], WEIGHTS, SEQ, 5),
-                     vocab_size=shakespeare["vocab"], ckpt_dir=tmp_path / "ckpt", log_dir=None, export_dir=None,
-                     seed=5, progress=False)
+        return train(
+            SMALL_MODEL,
+            cfg,
+            mixture_samplers(shakespeare["tokens"], WEIGHTS, SEQ, 5),
+            vocab_size=shakespeare["vocab"],
+            ckpt_dir=tmp_path / "ckpt",
+            log_dir=None,
+            export_dir=None,
+            seed=5,
+            progress=False,
+        )
 
     run()
     ckpt = tmp_path / "ckpt" / "latest.ckpt"
