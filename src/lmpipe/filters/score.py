@@ -126,7 +126,7 @@ def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | 
     info: dict[str, Any] = {}
     job: dict[str, Any] = {"cfg": cfg}
     pcfg = cfg.perplexity
-    lm_path = model_dir / "ngram_lm.pkl"
+    lm_path = model_dir / "ngram_lm.npz"
     if pcfg.reference_domain:
         train = []
         for doc in iter_documents(docs_dir):
@@ -159,7 +159,7 @@ def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | 
     else:
         clf_path.unlink(missing_ok=True)
     dcfg = cfg.decontam
-    idx_path = model_dir / "eval_ngrams.pkl"
+    idx_path = model_dir / "eval_ngrams.npz"
     if dcfg.eval_files:
         index = EvalIndex(dcfg.ngram, dcfg.min_ngram)
         for ef in dcfg.eval_files:
