@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmpipe.decoding import MIN_CONFIDENCE
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -72,6 +74,10 @@ class IngestConfig(Section):
     group_mib: int = Field(64, ge=1, description="small input files are read together up to this size")
     min_chars: int = Field(1, ge=0, description="shorter documents are quarantined as 'empty'")
     max_chars: int = Field(1_000_000, ge=1, description="longer documents are quarantined as 'oversize'")
+    surrogates: Literal["replace", "quarantine"] = Field(
+        "replace", description="JSON strings escaping half a UTF-16 pair ('\\ud800'): U+FFFD, or 'lone_surrogate'")
+    min_encoding_confidence: float = Field(
+        MIN_CONFIDENCE, ge=0.0, le=1.0, description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'")
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:

@@ -7,7 +7,8 @@ from pathlib import Path
 from lmpipe.config import IngestConfig
 from lmpipe.executors import Executor
 from lmpipe.sharded import run_stage
-from lmpipe.sources import plan_units, read_unit
+from lmpipe.formats import read_unit
+from lmpipe.sources import plan_units
 
 
 def ingest(cfg: IngestConfig, out_dir: str | Path, rejected_dir: str | Path, executor: Executor) -> dict:

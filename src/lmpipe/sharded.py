@@ -29,6 +29,8 @@ from lmpipe.documents import (
     Rejected,
     ShardInfo,
     ShardWriter,
+    UnwritableError,
+    as_writable_rejection,
     read_manifest,
     write_manifest,
 )
@@ -104,11 +106,14 @@ def run_unit(task: UnitTask) -> dict:
             except StopIteration as stop:
                 extra = stop.value or {}
                 break
-            if isinstance(item, Rejected):
+            try:
+                (rejected if isinstance(item, Rejected) else kept).write(item)
+            except UnwritableError as e:  # quarantined, escaped, instead of failing the unit
+                item = as_writable_rejection(item, e)
                 rejected.write(item)
+            if isinstance(item, Rejected):
                 reasons[item.reason] += 1
             else:
-                kept.write(item)
                 domains[item.domain] += 1
                 n_kept += 1
     n_rej = sum(reasons.values())
