@@ -47,8 +47,9 @@ def test_lone_surrogate_is_replaced_by_default(tmp_path):
 
 def test_lone_surrogate_quarantined_when_asked(tmp_path):
     (tmp_path / "s.jsonl").write_bytes(b"\n".join(SURROGATE_LINES) + b"\n")
-    stats, docs, rej = _run(tmp_path / "o", [{"uri": str(tmp_path / "s.jsonl"), "domain": "web"}],
-                            surrogates="quarantine")
+    stats, docs, rej = _run(
+        tmp_path / "o", [{"uri": str(tmp_path / "s.jsonl"), "domain": "web"}], surrogates="quarantine"
+    )
     assert [d.text for d in docs] == ["before", "pair \U0001f600 is fine", "after"]
     assert [r["reason"] for r in rej] == ["lone_surrogate"]
     assert rej[0]["source"].endswith("s.jsonl#L2") and rej[0]["raw"] == SURROGATE_LINES[1]
@@ -65,10 +66,12 @@ def test_truncated_gzip_keeps_records_before_the_cut(tmp_path):
     recovered = zlib.decompressobj(wbits=31).decompress(cut)
     complete = recovered.count(b"\n")
     stats, docs, rej = _run(tmp_path / "o", [{"uri": str(tmp_path / "*.jsonl*"), "domain": "web"}])
-    assert [d.text for d in docs] == [json.loads(x)["text"] for x in lines[:complete]] + ["next file survives"]
+    assert [d.text for d in docs] == [json.loads(x)["text"] for x in lines[:complete]] + [
+        "next file survives"
+    ]
     assert [r["reason"] for r in rej] == ["truncated"]
     assert rej[0]["source"].endswith(f"cut.jsonl.gz#L{complete + 1}")
-    assert rej[0]["raw"] == recovered[recovered.rindex(b"\n") + 1:]  # the cut-off partial line
+    assert rej[0]["raw"] == recovered[recovered.rindex(b"\n") + 1 :]  # the cut-off partial line
     assert f"line {complete + 1}" in rej[0]["detail"] and f"byte {len(cut)}" in rej[0]["detail"]
 
 
@@ -122,8 +125,10 @@ def test_corrupt_row_group_loses_only_its_rows(tmp_path):
 
 def test_parquet_columns_that_are_not_json_become_json(tmp_path):
     ts = dt.datetime(2024, 1, 2, 3, 4, 5)
-    pq.write_table(pa.table({"text": ["a doc"], "ts": [ts], "blob": [b"\x00\xff"], "day": [dt.date(2024, 1, 2)]}),
-                   tmp_path / "t.parquet")
+    pq.write_table(
+        pa.table({"text": ["a doc"], "ts": [ts], "blob": [b"\x00\xff"], "day": [dt.date(2024, 1, 2)]}),
+        tmp_path / "t.parquet",
+    )
     stats, docs, rej = _run(tmp_path / "o", [{"uri": str(tmp_path / "t.parquet"), "domain": "web"}])
     assert not rej and docs[0].meta == {"ts": "2024-01-02T03:04:05", "blob": "AP8=", "day": "2024-01-02"}
 
@@ -149,10 +154,13 @@ def test_unwritable_records_are_quarantined_not_fatal(tmp_path):
 def test_bom_files_are_decoded(tmp_path, encoding):
     text = "Grüße aus Köln — ¿qué tal? 東京"
     (tmp_path / "a.txt").write_bytes(text.encode(encoding))
-    (tmp_path / "b.jsonl").write_bytes((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode(encoding) * 2)
+    (tmp_path / "b.jsonl").write_bytes(
+        (json.dumps({"text": text}, ensure_ascii=False) + "\n").encode(encoding) * 2
+    )
     stats, docs, rej = _run(tmp_path / "o", [{"uri": str(tmp_path / "*"), "domain": "web"}])
     assert [d.text for d in docs] == [text] * 3 and not rej
-    want = {} if encoding == "utf-8-sig" else {"encoding": f"{encoding}-le"}  # Python writes the BOM little-endian
+    # Python writes these BOMs little-endian
+    want = {} if encoding == "utf-8-sig" else {"encoding": f"{encoding}-le"}
     assert all(d.meta == want for d in docs)
 
 
@@ -169,6 +177,10 @@ def test_legacy_encodings_are_detected_and_recorded(tmp_path):
     got = {d.source.rsplit("/", 1)[1]: d for d in docs}
     assert got["de.txt"].text == de and got["fr.txt"].text == fr and got["ru.txt"].text == ru
     assert got["fr.txt"].meta["encoding"] == "cp1252" and got["ru.txt"].meta["encoding"] == "cp1251"
-    assert got["de.txt"].meta["encoding"] in ("cp1252", "iso8859-1", "cp1250")  # identical bytes for this text
-    assert {r["source"].rsplit("/", 1)[1]: r["reason"] for r in rej} == {"blob.txt": "binary", "short.txt": "undecodable"}
+    # these code pages give identical text for these bytes
+    assert got["de.txt"].meta["encoding"] in ("cp1252", "iso8859-1", "cp1250")
+    assert {r["source"].rsplit("/", 1)[1]: r["reason"] for r in rej} == {
+        "blob.txt": "binary",
+        "short.txt": "undecodable",
+    }
     assert "confidence" in {r["source"].rsplit("/", 1)[1]: r for r in rej}["short.txt"]["detail"]

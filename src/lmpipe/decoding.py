@@ -9,9 +9,11 @@ Order, and why:
 2. NUL bytes, or many C0 control bytes, mean a binary file or field (images, archives, executables).
 3. Strict UTF-8: almost all input takes this path. Legacy text is practically never valid UTF-8 once it
    holds any byte ≥ 0x80, so a successful decode is taken as certain.
-4. A declared charset (an HTTP header, a ``<meta>`` tag, or what earlier lines of the same file used),
+4. UTF-8 with damage (more valid multi-byte characters than invalid sequences) is refused: read in any
+   other encoding it would be mojibake throughout.
+5. A declared charset (an HTTP header, a ``<meta>`` tag, or what earlier lines of the same file used),
    if it decodes strictly.
-5. ``charset-normalizer``. Its guess is accepted only when it is not messy and a language is recognised in
+6. ``charset-normalizer``. Its guess is accepted only when it is not messy and a language is recognised in
    the decoded text; too little text (a few bytes) or a mess is quarantined rather than guessed.
 """
 
@@ -72,16 +74,19 @@ def looks_binary(raw: bytes) -> bool:
     return len(_CONTROL.findall(head)) > BINARY_CONTROL_FRAC * len(head)
 
 
-def decode_text(raw: bytes, declared: str | None = None, *, min_confidence: float = MIN_CONFIDENCE) -> Decoded:
+def decode_text(
+    raw: bytes, declared: str | None = None, *, min_confidence: float = MIN_CONFIDENCE
+) -> Decoded:
     """Decode ``raw`` (see the module docstring for the order); raise ``UndecodableError`` if not confident."""
     if raw[:1] and raw[0] in _BOM_FIRST:
         for bom, enc in _BOMS:
             if raw.startswith(bom):
                 try:
-                    text = raw[len(bom):].decode(enc)
+                    text = raw[len(bom) :].decode(enc)
                 except UnicodeDecodeError as e:
                     raise UndecodableError(
-                        "undecodable", f"{enc} byte-order mark, but byte {e.start + len(bom)}: {e.reason}") from None
+                        "undecodable", f"{enc} byte-order mark, but byte {e.start + len(bom)}: {e.reason}"
+                    ) from None
                 if "\x00" in text[:BINARY_HEAD]:  # a binary file that happens to start like a BOM
                     raise UndecodableError("binary", f"NUL character after a {enc} byte-order mark")
                 return Decoded(text, enc, 1.0)
@@ -93,6 +98,9 @@ def decode_text(raw: bytes, declared: str | None = None, *, min_confidence: floa
         return Decoded(raw.decode("utf-8"), "utf-8", 1.0)
     except UnicodeDecodeError as e:
         utf8_error = f"not UTF-8 (byte {e.start}: {e.reason})"
+    damaged = _damaged_utf8(raw)
+    if damaged:  # another code page would turn every good multi-byte character into mojibake
+        raise UndecodableError("undecodable", f"{utf8_error}; {damaged}")
     if declared:
         try:
             enc = codec_name(declared)
@@ -100,6 +108,19 @@ def decode_text(raw: bytes, declared: str | None = None, *, min_confidence: floa
         except (LookupError, UnicodeDecodeError):
             pass  # a wrong or unknown declaration is common; detection decides
     return _detect(raw, utf8_error, min_confidence)
+
+
+def _damaged_utf8(raw: bytes) -> str:
+    """Why ``raw`` is UTF-8 with damage ('' if it is not): more valid multi-byte characters than invalid sequences.
+
+    Legacy single- and double-byte text forms valid UTF-8 multi-byte sequences only by rare accident.
+    """
+    text = raw.decode("utf-8", "replace")
+    invalid = text.count("\ufffd") - raw.count("\ufffd".encode())
+    multibyte = len(text) - len(text.encode("ascii", "ignore")) - invalid
+    if multibyte > invalid:
+        return f"damaged UTF-8 ({multibyte} valid multi-byte characters, {invalid} invalid sequences)"
+    return ""
 
 
 def _detect(raw: bytes, utf8_error: str, min_confidence: float) -> Decoded:
@@ -116,13 +137,18 @@ def _detect(raw: bytes, utf8_error: str, min_confidence: float) -> Decoded:
     confidence = round(1.0 - best.chaos, 3)
     if not best.coherence:
         raise UndecodableError(
-            "undecodable", f"{utf8_error}; best guess {enc} but no language recognised in {len(raw)} bytes "
-            f"(confidence too low to trust)")
+            "undecodable",
+            f"{utf8_error}; best guess {enc} but no language recognised in {len(raw)} bytes "
+            f"(confidence too low to trust)",
+        )
     if confidence < min_confidence:
         raise UndecodableError(
-            "undecodable", f"{utf8_error}; best guess {enc} at confidence {confidence} < {min_confidence}")
+            "undecodable", f"{utf8_error}; best guess {enc} at confidence {confidence} < {min_confidence}"
+        )
     try:
         text = raw.decode(enc)
     except UnicodeDecodeError as e:  # the detector works on chunks; the whole must decode too
-        raise UndecodableError("undecodable", f"{utf8_error}; {enc} fails at byte {e.start}: {e.reason}") from None
+        raise UndecodableError(
+            "undecodable", f"{utf8_error}; {enc} fails at byte {e.start}: {e.reason}"
+        ) from None
     return Decoded(text, enc, confidence)

@@ -57,7 +57,9 @@ def _reject(locator: str, src: SourceConfig, reason: str, detail: str, raw: byte
     return Rejected(Document(doc_id(locator), "", src.domain, locator, {}), reason, detail, raw)
 
 
-def _check_text(text: str, locator: str, src: SourceConfig, cfg: IngestConfig, meta: dict) -> Document | Rejected:
+def _check_text(
+    text: str, locator: str, src: SourceConfig, cfg: IngestConfig, meta: dict
+) -> Document | Rejected:
     doc = Document(doc_id(locator), text, src.domain, locator, meta)
     stripped = len(text.strip())
     if "\x00" in text:
@@ -116,7 +118,8 @@ def _read_txt(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
         meta = _encoding_meta(dec.encoding)
     except UndecodableError as e:
         if e.reason == "binary" or src.split == "file" or fault:  # do not shred a binary file into lines
-            yield _reject(base, src, e.reason, e.detail, data)
+            also = f"; and {fault.reason}: {fault.detail}" if fault else ""
+            yield _reject(base, src, e.reason, e.detail + also, data)
             return
         pieces, meta = list(_split_txt(data, src.split)), {}  # decode each piece: one bad block, one record
     last = pieces.pop() if fault and pieces else None
@@ -146,8 +149,10 @@ def _scrub(obj: Any, where: str, found: list[str]) -> Any:
         found.append(f"lone surrogate U+{ord(m.group()):04X} in {where} at char {m.start()}")
         return _SURROGATE.sub("\ufffd", obj)
     if isinstance(obj, dict):
-        return {_scrub(k, f"a key of {where}", found): _scrub(v, f"{where}.{_escaped(k)}", found)
-                for k, v in obj.items()}
+        return {
+            _scrub(k, f"a key of {where}", found): _scrub(v, f"{where}.{_escaped(k)}", found)
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_scrub(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
     return obj
@@ -157,8 +162,9 @@ def _escaped(key: str) -> str:
     return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _record(obj: Any, locator: str, src: SourceConfig, cfg: IngestConfig, raw: bytes,
-            extra: dict | None = None) -> Document | Rejected:
+def _record(
+    obj: Any, locator: str, src: SourceConfig, cfg: IngestConfig, raw: bytes, extra: dict | None = None
+) -> Document | Rejected:
     if not isinstance(obj, dict):
         return _reject(locator, src, "malformed_json", f"expected an object, got {type(obj).__name__}", raw)
     text = obj.get(src.text_field)
@@ -171,8 +177,13 @@ def _record(obj: Any, locator: str, src: SourceConfig, cfg: IngestConfig, raw: b
     return _check_text(text, locator, src, cfg, meta)
 
 
-def _jsonl_records(numbered: Iterator[tuple[int, bytes]], base: str, src: SourceConfig, cfg: IngestConfig,
-                   encoding: str = "utf-8") -> Iterator[Document | Rejected]:
+def _jsonl_records(
+    numbered: Iterator[tuple[int, bytes]],
+    base: str,
+    src: SourceConfig,
+    cfg: IngestConfig,
+    encoding: str = "utf-8",
+) -> Iterator[Document | Rejected]:
     learned: str | None = None  # a legacy encoding detected on an earlier line of this file
     for i, line in numbered:
         line = line.rstrip(b"\r")
@@ -200,7 +211,9 @@ def _jsonl_records(numbered: Iterator[tuple[int, bytes]], base: str, src: Source
             if found and cfg.surrogates == "quarantine":
                 yield _reject(locator, src, "lone_surrogate", "; ".join(found[:3]), line)
                 continue
-        yield _record(obj, locator, src, cfg, line, _encoding_meta(dec.encoding if encoding == "utf-8" else encoding))
+        yield _record(
+            obj, locator, src, cfg, line, _encoding_meta(dec.encoding if encoding == "utf-8" else encoding)
+        )
 
 
 def _read_jsonl(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
@@ -267,7 +280,9 @@ def _read_parquet(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected
         except faults as e:
             f.seek(0)
             head = f.read(RAW_CAP + 1)
-            yield _reject(f"{base}#R0", src, "corrupt", f"not a readable Parquet file: {type(e).__name__}: {e}", head)
+            yield _reject(
+                f"{base}#R0", src, "corrupt", f"not a readable Parquet file: {type(e).__name__}: {e}", head
+            )
             return
         first = 0  # rows before this row group
         for g, size in enumerate(sizes):
@@ -278,8 +293,13 @@ def _read_parquet(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected
                     batch = next(batches, None)
                     rows = batch.to_pylist() if batch is not None else []
                 except faults as e:
-                    yield _reject(f"{base}#RG{g}", src, "corrupt", f"row group {g}: rows {first + done + 1}-"
-                                  f"{first + size} unreadable ({type(e).__name__}: {e})"[:1000])
+                    yield _reject(
+                        f"{base}#RG{g}",
+                        src,
+                        "corrupt",
+                        f"row group {g}: rows {first + done + 1}-"
+                        f"{first + size} unreadable ({type(e).__name__}: {e})"[:1000],
+                    )
                     break
                 if batch is None:
                     break
@@ -303,7 +323,13 @@ def _read_hf(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
         yield from _rows(ds.iter(batch_size=1000), unit, cfg, 0)
 
 
-READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "parquet": _read_parquet, "hf_disk": _read_hf, "hf_hub": _read_hf}
+READERS = {
+    "txt": _read_txt,
+    "jsonl": _read_jsonl,
+    "parquet": _read_parquet,
+    "hf_disk": _read_hf,
+    "hf_hub": _read_hf,
+}
 
 
 def read_unit(group: UnitGroup, cfg: IngestConfig) -> Iterator[Document | Rejected]:

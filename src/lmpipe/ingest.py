@@ -6,8 +6,8 @@ from pathlib import Path
 
 from lmpipe.config import IngestConfig
 from lmpipe.executors import Executor
-from lmpipe.sharded import run_stage
 from lmpipe.formats import read_unit
+from lmpipe.sharded import run_stage
 from lmpipe.sources import plan_units
 
 

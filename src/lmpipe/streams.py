@@ -64,8 +64,11 @@ def gunzip(f: BinaryIO) -> Iterator[bytes]:
             try:
                 out = d.decompress(data, MAX_INFLATE)
             except zlib.error as e:
-                raise StreamFault("corrupt", f"gzip data error ({e}) in compressed bytes {offset}-{offset + len(data)}, "
-                                  f"after {produced} decompressed bytes") from None
+                raise StreamFault(
+                    "corrupt",
+                    f"gzip data error ({e}) in compressed bytes {offset}-{offset + len(data)}, "
+                    f"after {produced} decompressed bytes",
+                ) from None
             if d.eof:
                 rest = d.unused_data
                 d, in_member = zlib.decompressobj(wbits=GZIP_WBITS), False
@@ -82,8 +85,11 @@ def gunzip(f: BinaryIO) -> Iterator[bytes]:
             produced += len(out)
             yield out
     if in_member and not d.eof:
-        raise StreamFault("truncated", f"gzip stream ends at compressed byte {offset} before its end marker, "
-                          f"after {produced} decompressed bytes")
+        raise StreamFault(
+            "truncated",
+            f"gzip stream ends at compressed byte {offset} before its end marker, "
+            f"after {produced} decompressed bytes",
+        )
 
 
 def collect(pieces: Iterator[bytes]) -> tuple[bytes, StreamFault | None]:
