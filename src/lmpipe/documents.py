@@ -33,7 +33,7 @@ DOC_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("domain", pa.string()),
         ("source", pa.string()),
-        ("meta", pa.string()),  # JSON object; a string keeps the schema stable across sources
+        ("meta", pa.string()),  # JSON object (dates as ISO 8601, bytes as base64); a string keeps the schema stable
     ]
 )
 REJECT_SCHEMA = pa.schema(

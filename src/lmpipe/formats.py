@@ -185,9 +185,10 @@ def _jsonl_records(
     encoding: str = "utf-8",
 ) -> Iterator[Document | Rejected]:
     learned: str | None = None  # a legacy encoding detected on an earlier line of this file
+    file_meta = _encoding_meta(encoding)  # lines of a UTF-16/32 file arrive transcoded to UTF-8
     for i, line in numbered:
         line = line.rstrip(b"\r")
-        if not line.strip():
+        if not line or line.isspace():
             continue
         locator = f"{base}#L{i}"
         try:
@@ -205,14 +206,14 @@ def _jsonl_records(
         except (ValueError, RecursionError) as e:  # e.g. an integer of 5,000 digits, arrays nested 10^5 deep
             yield _reject(locator, src, "malformed_json", f"{type(e).__name__}: {e}"[:300], line)
             continue
-        if _SURROGATE_ESCAPE.search(dec.text):
+        if (b"\\ud" in line or b"\\uD" in line) and _SURROGATE_ESCAPE.search(dec.text):
             found: list[str] = []
             obj = _scrub(obj, "the record", found)
             if found and cfg.surrogates == "quarantine":
-                yield _reject(locator, src, "lone_surrogate", "; ".join(found[:3]), line)
+                yield _reject(locator, src, "lone_surrogate", f"line {i}: " + "; ".join(found[:3]), line)
                 continue
         yield _record(
-            obj, locator, src, cfg, line, _encoding_meta(dec.encoding if encoding == "utf-8" else encoding)
+            obj, locator, src, cfg, line, file_meta if dec.encoding == "utf-8" else {"encoding": dec.encoding}
         )
 
 

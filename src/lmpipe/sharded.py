@@ -9,7 +9,9 @@ output's DVC hash depends on its data alone. A rerun after a crash skips every u
 killed run resumes and produces byte-identical output; ``finalize`` then writes the manifests in unit
 order and deletes shards no unit owns (left over from older params).
 
-Counts are conserved: for every unit ``in == kept + rejected`` or the stage fails.
+Counts are conserved: for every unit ``in == kept + rejected`` or the stage fails. A record that no Parquet
+row can hold (text that is not valid Unicode, meta that is not JSON) is quarantined as ``unwritable``, with
+the original escaped in ``raw``, rather than failing the unit.
 """
 
 from __future__ import annotations
