@@ -8,6 +8,7 @@ import datetime as dt
 import gzip
 import json
 import zlib
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,6 +55,20 @@ def test_lone_surrogate_quarantined_when_asked(tmp_path):
     assert [r["reason"] for r in rej] == ["lone_surrogate"]
     assert rej[0]["source"].endswith("s.jsonl#L2") and rej[0]["raw"] == SURROGATE_LINES[1]
     assert "U+D800" in rej[0]["detail"] and "char 5" in rej[0]["detail"]
+
+
+def test_deeply_nested_json_is_quarantined_or_scrubbed_without_overflow(tmp_path):
+    def nested(depth, leaf):
+        return '{"text": "s \\ud800", "m": ' + "[" * depth + leaf + "]" * depth + "}"
+
+    (tmp_path / "d.jsonl").write_text(nested(900, '"\\udc00"') + "\n" + nested(5000, "") + "\n")
+    stats, docs, rej = _run(tmp_path / "o", [{"uri": str(tmp_path / "d.jsonl"), "domain": "web"}])
+    assert [d.text for d in docs] == ["s \ufffd"] and docs[0].meta["m"] != []
+    leaf = docs[0].meta["m"]
+    for _ in range(900):
+        (leaf,) = leaf
+    assert leaf == "\ufffd"
+    assert [(r["reason"], r["source"].rsplit("#", 1)[1]) for r in rej] == [("malformed_json", "L2")]
 
 
 def test_truncated_gzip_keeps_records_before_the_cut(tmp_path):
@@ -125,12 +140,23 @@ def test_corrupt_row_group_loses_only_its_rows(tmp_path):
 
 def test_parquet_columns_that_are_not_json_become_json(tmp_path):
     ts = dt.datetime(2024, 1, 2, 3, 4, 5)
-    pq.write_table(
-        pa.table({"text": ["a doc"], "ts": [ts], "blob": [b"\x00\xff"], "day": [dt.date(2024, 1, 2)]}),
-        tmp_path / "t.parquet",
-    )
+    cols = {
+        "text": ["a doc"],
+        "ts": [ts],
+        "blob": [b"\x00\xff"],
+        "day": [dt.date(2024, 1, 2)],
+        "took": [dt.timedelta(minutes=1, microseconds=500)],
+        "price": pa.array([Decimal("1.50")]),
+    }
+    pq.write_table(pa.table(cols), tmp_path / "t.parquet")
     stats, docs, rej = _run(tmp_path / "o", [{"uri": str(tmp_path / "t.parquet"), "domain": "web"}])
-    assert not rej and docs[0].meta == {"ts": "2024-01-02T03:04:05", "blob": "AP8=", "day": "2024-01-02"}
+    assert not rej and docs[0].meta == {
+        "ts": "2024-01-02T03:04:05",
+        "blob": "AP8=",
+        "day": "2024-01-02",
+        "took": 60.0005,
+        "price": "1.50",
+    }
 
 
 def _unwritable(unit, cfg):

@@ -17,9 +17,11 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,13 +57,16 @@ class UnwritableError(ValueError):
 
 
 def _json_value(value: Any) -> Any:
-    """Meta values JSON lacks, as Parquet and HF datasets give them: dates as ISO 8601, bytes as base64."""
+    """Meta values JSON lacks, as Parquet and HF datasets give them: dates and times as ISO 8601, durations
+    as seconds, bytes as base64, decimals and UUIDs as strings. Anything else is not JSON (``unwritable``)."""
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal | UUID):
         return str(value)
+    if isinstance(value, timedelta):  # Arrow durations
+        return value.total_seconds()
     raise TypeError(f"meta value of type {type(value).__name__} is not JSON")
 
 
@@ -175,7 +180,7 @@ class ShardWriter:
                 value = row.get(name)
                 if value is not None and name != "text":
                     value.encode("utf-8")
-        except (TypeError, ValueError) as e:  # UnicodeEncodeError is a ValueError
+        except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
             raise UnwritableError(str(e)) from e
         for name, col in self._cols.items():
             col.append(row.get(name))

@@ -28,6 +28,7 @@ import io
 import itertools
 import json
 import re
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -140,21 +141,35 @@ def _read_txt(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
 
 
 # --------------------------------------------------------------------------------------- jsonl
-def _scrub(obj: Any, where: str, found: list[str]) -> Any:
-    """``obj`` with lone surrogates replaced by U+FFFD; ``found`` gets where each string held one."""
+def _scrub_str(s: str, where: str, found: list[str]) -> str:
+    m = _SURROGATE.search(s)
+    if m is None:
+        return s
+    where = where if len(where) <= 120 else where[:117] + "..."
+    found.append(f"lone surrogate U+{ord(m.group()):04X} in {where} at char {m.start()}")
+    return _SURROGATE.sub("\ufffd", s)
+
+
+def _scrub(obj: Any, found: list[str]) -> Any:
+    """``obj`` (fresh from ``json.loads``, changed in place) with lone surrogates replaced by U+FFFD.
+
+    ``found`` gets where each string held one. Breadth-first with a queue, not recursion: JSON nested
+    hundreds deep parses, and must not overflow the stack here.
+    """
     if isinstance(obj, str):
-        m = _SURROGATE.search(obj)
-        if m is None:
-            return obj
-        found.append(f"lone surrogate U+{ord(m.group()):04X} in {where} at char {m.start()}")
-        return _SURROGATE.sub("\ufffd", obj)
-    if isinstance(obj, dict):
-        return {
-            _scrub(k, f"a key of {where}", found): _scrub(v, f"{where}.{_escaped(k)}", found)
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [_scrub(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
+        return _scrub_str(obj, "record", found)
+    queue: deque[tuple[Any, str]] = deque([(obj, "record")])
+    while queue:
+        node, where = queue.popleft()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for key, value in items:
+            path = f"{where}.{_escaped(key)}" if isinstance(node, dict) else f"{where}[{key}]"
+            if isinstance(value, str):
+                node[key] = _scrub_str(value, path, found)
+            elif isinstance(value, dict | list):
+                queue.append((value, path))
+            if isinstance(node, dict) and _SURROGATE.search(key):
+                node[_scrub_str(key, f"a key of {where}", found)] = node.pop(key)
     return obj
 
 
@@ -208,7 +223,7 @@ def _jsonl_records(
             continue
         if (b"\\ud" in line or b"\\uD" in line) and _SURROGATE_ESCAPE.search(dec.text):
             found: list[str] = []
-            obj = _scrub(obj, "the record", found)
+            obj = _scrub(obj, found)
             if found and cfg.surrogates == "quarantine":
                 yield _reject(locator, src, "lone_surrogate", f"line {i}: " + "; ".join(found[:3]), line)
                 continue
