@@ -209,3 +209,22 @@ def test_legacy_encodings_are_detected_and_recorded(tmp_path):
         "short.txt": "undecodable",
     }
     assert "confidence" in {r["source"].rsplit("/", 1)[1]: r for r in rej}["short.txt"]["detail"]
+
+
+def test_legacy_jsonl_lines_share_the_encoding_detected_on_an_earlier_line(tmp_path):
+    long = "L'élève a été très content de voir ça : où est la forêt ? Noël à Paris, c'est déjà l'été."
+    rows = [
+        {"text": "plain ascii first"},
+        {"text": long},
+        {"text": "café"},
+    ]  # 'café' alone is too short to detect
+    data = b"".join(json.dumps(r, ensure_ascii=False).encode("cp1252") + b"\n" for r in rows)
+    (tmp_path / "legacy.jsonl").write_bytes(data)
+    (tmp_path / "alone.jsonl").write_bytes(json.dumps(rows[2], ensure_ascii=False).encode("cp1252") + b"\n")
+    stats, docs, rej = _run(tmp_path / "o", [{"uri": str(tmp_path / "*.jsonl"), "domain": "web"}])
+    assert [(d.text, d.meta) for d in docs] == [
+        ("plain ascii first", {}),
+        (long, {"encoding": "cp1252"}),
+        ("café", {"encoding": "cp1252"}),
+    ]
+    assert [(r["reason"], r["source"].rsplit("/", 1)[1]) for r in rej] == [("undecodable", "alone.jsonl#L1")]

@@ -76,8 +76,9 @@ def _encoding_meta(encoding: str) -> dict[str, str]:
     return {} if encoding == "utf-8" else {"encoding": encoding}
 
 
-def _fault(locator: str, src: SourceConfig, fault: StreamFault, what: str, raw: bytes) -> Rejected:
-    return _reject(locator, src, fault.reason, f"{fault.detail}; {what} is in raw", raw)
+def _fault(locator: str, src: SourceConfig, fault: StreamFault, what: str = "", raw: bytes = b"") -> Rejected:
+    """The record a stream fault becomes; ``what`` names the salvaged bytes kept in ``raw``."""
+    return _reject(locator, src, fault.reason, fault.detail + (f"; {what} is in raw" if what else ""), raw)
 
 
 # ----------------------------------------------------------------------------------------- txt
@@ -238,7 +239,7 @@ def _read_jsonl(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
     try:
         head = next(pieces, b"")
     except StreamFault as fault:
-        yield _fault(f"{base}#L1", src, fault, "nothing", b"")
+        yield _fault(f"{base}#L1", src, fault)
         return
     if head.startswith(_WIDE_BOMS):  # UTF-16/32: decode the whole file, then read it as UTF-8 lines
         data, fault = collect(itertools.chain([head], pieces))
@@ -249,7 +250,7 @@ def _read_jsonl(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
         else:
             yield from _jsonl_records(lines(iter([dec.text.encode("utf-8")])), base, src, cfg, dec.encoding)
         if fault:
-            yield _fault(f"{base}#fault", src, fault, "nothing more", b"")
+            yield _fault(f"{base}#fault", src, fault)
         return
     try:
         yield from _jsonl_records(lines(itertools.chain([head], pieces)), base, src, cfg)
