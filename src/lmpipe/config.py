@@ -14,8 +14,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lmpipe.decoding import MIN_CONFIDENCE
-
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -68,6 +66,11 @@ class SourceConfig(Section):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, Ceph)")
 
 
+# a charset-normalizer guess is kept only at confidence = 1 - chaos >= this; the detector itself drops
+# candidates above chaos 0.2 (its default), so 0.8 accepts any guess it offers (see lmpipe.decoding)
+MIN_ENCODING_CONFIDENCE = 0.8
+
+
 class IngestConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list, min_length=1)
     docs_per_shard: int = Field(5000, ge=1)
@@ -77,7 +80,7 @@ class IngestConfig(Section):
     surrogates: Literal["replace", "quarantine"] = Field(
         "replace", description="JSON strings escaping half a UTF-16 pair ('\\ud800'): U+FFFD, or 'lone_surrogate'")
     min_encoding_confidence: float = Field(
-        MIN_CONFIDENCE, ge=0.0, le=1.0, description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'")
+        MIN_ENCODING_CONFIDENCE, ge=0.0, le=1.0, description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'")
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:

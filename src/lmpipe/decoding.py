@@ -22,6 +22,8 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
+from lmpipe.config import MIN_ENCODING_CONFIDENCE
+
 # BOMs longest first: the UTF-32-LE mark starts with the UTF-16-LE one
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
@@ -34,9 +36,6 @@ _BOM_FIRST = frozenset(bom[0] for bom, _ in _BOMS)
 BINARY_HEAD = 8192  # bytes inspected for the binary verdict
 BINARY_CONTROL_FRAC = 0.1  # C0 controls other than \t\n\v\f\r above this share of the head: binary
 _CONTROL = bytes(range(0x00, 0x09)) + bytes(range(0x0E, 0x20))
-# charset-normalizer keeps only candidates whose mess ratio ("chaos") is at most 0.2 (its default), so an
-# accepted guess has confidence = 1 - chaos >= 0.8; asking for more makes detection stricter.
-MIN_CONFIDENCE = 0.8
 # WHATWG decodes the latin-1 and ascii labels as windows-1252, the most common legacy encoding on the web;
 # charset-normalizer barely tells Latin code pages apart (measured: French and Portuguese windows-1252
 # text picked as cp1257/cp1250 at chaos 0.00 against 0.06-0.07 for cp1252), so near ties go to cp1252.
@@ -75,7 +74,7 @@ def looks_binary(raw: bytes) -> bool:
 
 
 def decode_text(
-    raw: bytes, declared: str | None = None, *, min_confidence: float = MIN_CONFIDENCE
+    raw: bytes, declared: str | None = None, *, min_confidence: float = MIN_ENCODING_CONFIDENCE
 ) -> Decoded:
     """Decode ``raw`` (see the module docstring for the order); raise ``UndecodableError`` if not confident."""
     if raw[:1] and raw[0] in _BOM_FIRST:
