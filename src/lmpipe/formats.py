@@ -41,10 +41,9 @@ from lmpipe.streams import StreamFault, chunks, collect, lines, open_raw, read_a
 RAW_CAP = 16 << 20  # quarantined raw bytes kept per record; beyond this the detail says it was cut
 PARQUET_BATCH = 1000
 _WS = " \t\n\r\x0b\x0c"  # what bytes.strip() strips; text is split with the same set so both paths agree
-_HEADING = {  # wikitext ' = Title = ' or markdown '# Title'
-    str: re.compile(r"^(?: = [^=].* = |#{1,2} .+)[ \t\n\r\x0b\x0c]*$"),
-    bytes: re.compile(rb"^(?: = [^=].* = |#{1,2} .+)[ \t\n\r\x0b\x0c]*$"),
-}
+# a heading line: wikitext ' = Title = ' or markdown '# Title'
+_HEADING_RE = r"^(?: = [^=].* = |#{1,2} .+)[ \t\n\r\x0b\x0c]*$"
+_HEADING = {str: re.compile(_HEADING_RE), bytes: re.compile(_HEADING_RE.encode())}
 # json.loads turns '\ud800' escapes into lone surrogates; only a line holding such an escape can have one
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
