@@ -228,3 +228,32 @@ def test_legacy_jsonl_lines_share_the_encoding_detected_on_an_earlier_line(tmp_p
         ("café", {"encoding": "cp1252"}),
     ]
     assert [(r["reason"], r["source"].rsplit("/", 1)[1]) for r in rej] == [("undecodable", "alone.jsonl#L1")]
+
+
+def test_truncated_text_keeps_the_complete_blocks_even_when_cut_mid_character(tmp_path):
+    paras = [f"Absatz {i}: Grüße aus Köln, schöne Straße. " * 3 for i in range(300)]
+    full = gzip.compress("\n\n".join(paras).encode())
+    for size in range(len(full) // 2, len(full)):  # a cut whose decompressed prefix ends inside a character
+        recovered = zlib.decompressobj(wbits=31).decompress(full[:size])
+        try:
+            recovered.decode()
+        except UnicodeDecodeError:
+            break
+    (tmp_path / "cut.txt.gz").write_bytes(full[:size])
+    (tmp_path / "whole.txt.gz").write_bytes(full[:size])
+    stats, docs, rej = _run(
+        tmp_path / "o",
+        [
+            {"uri": str(tmp_path / "cut.txt.gz"), "domain": "prose", "split": "paragraph"},
+            {"uri": str(tmp_path / "whole.txt.gz"), "domain": "prose", "split": "file"},
+        ],
+    )
+    complete = recovered[: recovered.rindex(b"\n") + 1].decode()
+    blocks = [b for b in complete.split("\n\n") if b.strip()]
+    assert [d.text for d in docs] == blocks[:-1] == paras[: len(blocks) - 1]
+    assert [(r["reason"], r["source"].rsplit("/", 1)[1]) for r in rej] == [
+        ("truncated", f"cut.txt.gz#L{2 * len(blocks) - 1}"),
+        ("truncated", "whole.txt.gz"),
+    ]
+    assert rej[0]["raw"] == recovered[len("\n\n".join(paras[: len(blocks) - 1]).encode()) + 2 :]
+    assert rej[1]["raw"] == recovered

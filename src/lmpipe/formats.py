@@ -113,14 +113,21 @@ def _split_txt(data: str | bytes, how: str) -> Iterator[tuple[str, Any]]:
 def _read_txt(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
     src, base = unit.source, printable(unit.path)
     data, fault = read_all(unit)
+    if fault and src.split == "file":  # the one record is the cut-off file
+        yield _fault(base, src, fault, "the file as far as it could be read", data)
+        return
+    tail = b""
+    if fault:  # complete lines are split as usual; the last block and the cut-off line go with the fault
+        cut = data.rfind(b"\n") + 1
+        data, tail = data[:cut], data[cut:]
     try:
         dec = decode_text(data, min_confidence=cfg.min_encoding_confidence)
-        pieces = list(_split_txt(dec.text, src.split))
-        meta = _encoding_meta(dec.encoding)
+        pieces, meta = list(_split_txt(dec.text, src.split)), _encoding_meta(dec.encoding)
     except UndecodableError as e:
-        if e.reason == "binary" or src.split == "file" or fault:  # do not shred a binary file into lines
-            also = f"; and {fault.reason}: {fault.detail}" if fault else ""
-            yield _reject(base, src, e.reason, e.detail + also, data)
+        if e.reason == "binary" or src.split == "file":  # do not shred a binary file into lines
+            yield _reject(base, src, e.reason, e.detail, data)
+            if fault:
+                yield _fault(base + "#fault", src, fault, "the cut-off line", tail)
             return
         pieces, meta = list(_split_txt(data, src.split)), {}  # decode each piece: one bad block, one record
     last = pieces.pop() if fault and pieces else None
@@ -134,10 +141,10 @@ def _read_txt(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
             yield _reject(base + suffix, src, e.reason, e.detail, piece)
         else:
             yield _check_text(dec.text, base + suffix, src, cfg, _encoding_meta(dec.encoding))
-    if fault:  # the piece the fault cut off (the whole file when split: file) is quarantined with it
-        suffix, piece = last or ("", "")
-        raw = piece.encode("utf-8") if isinstance(piece, str) else piece
-        yield _fault(base + suffix, src, fault, "the cut-off text (as UTF-8)", raw)
+    if fault:  # raw: the original bytes from the last block's first line ('#L<n>') to the cut
+        suffix = last[0] if last else "#fault"
+        block = data.split(b"\n", int(suffix[2:]) - 1)[-1] if last else b""
+        yield _fault(base + suffix, src, fault, "the last block and the cut-off line", block + tail)
 
 
 # --------------------------------------------------------------------------------------- jsonl
