@@ -735,6 +735,8 @@ class TuneConfig(Section):
             raise ValueError(f"lr: need 0 < low <= high, got {list(self.lr)}")
         if isinstance(self.lr, float) and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps >= self.steps:  # fail at validation, not once per trial
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         return self
 
 
