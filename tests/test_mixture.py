@@ -211,7 +211,8 @@ def test_sampler_on_a_real_tokenize_run(tmp_path):
     from lmpipe.config import TokenizeConfig
     from lmpipe.documents import Document, ShardWriter, write_manifest
     from lmpipe.executors import LocalExecutor
-    from lmpipe.tokenization import Encoder, tokenize_corpus
+    from lmpipe.tokenization import tokenize_corpus
+    from lmpipe.tokenizer import Encoder
 
     docs = [Document(f"{d}{i}", f"{d} document number {i}. " * 20, d, "t") for d in ("x", "y") for i in range(30)]
     with ShardWriter(tmp_path / "docs", "part", docs_per_shard=25) as w:
