@@ -100,8 +100,9 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     broken = noise.broken_jsonl_lines(rng)
     (raw / "web" / "broken.jsonl").write_bytes(b"\n".join(broken) + b"\n")
     (raw / "web" / "blob.txt").write_bytes(noise.binary_blob(rng))
+    # a legacy encoding that ingestion detects and decodes (meta["encoding"]), unlike the broken lines
     (raw / "web" / "latin1.txt").write_bytes("Ein Stück Käse, im Latin-1-Format gespeichert.".encode("latin-1"))
-    planted.update(undecodable=len(broken) + 2)
+    planted.update(undecodable=len(broken) + 1, legacy_encoding=1)
 
     (raw / "labels").mkdir(exist_ok=True)
     # every clean domain is a negative, so code and math are not "unusual, hence toxic" to the classifier
