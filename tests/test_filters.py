@@ -312,11 +312,16 @@ def test_decisions_agree_with_datatrove_on_real_text(shared_data) -> None:  # no
            "c4": dt.C4QualityFilter(), "fineweb": dt.FineWebQualityFilter()}
     scorer = Scorer(FilterScoreConfig())
     rules = RuleSet(encoding=None, language=None, toxicity=None, decontamination=False)
-    agree = {name: 0 for name in ref}
+    differ: dict[str, list[int]] = {name: [] for name in ref}
+    kept: dict[str, int] = dict.fromkeys(ref, 0)
     for i, text in enumerate(texts):
         failed = {f.family for f in check(scorer.heuristics(text, split_words(text)), rules)}
         for name, flt in ref.items():
             res = flt.filter(DTDoc(text=text, id=str(i)))
             theirs = res is True or (isinstance(res, tuple) and res[0])
-            agree[name] += theirs == (name not in failed)
-    assert all(v / len(texts) >= 0.99 for v in agree.values()), agree
+            kept[name] += theirs
+            if theirs != (name not in failed):
+                differ[name].append(i)
+    for name in ref:  # each rule family on its own: one family's agreement cannot hide another's
+        assert len(differ[name]) <= len(texts) // 100, f"{name}: differs from datatrove on docs {differ[name]}"
+        assert 0 < kept[name] < len(texts), f"{name}: datatrove keeps {kept[name]}/{len(texts)}: nothing compared"
