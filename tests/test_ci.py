@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SKIPPING = '''
+SKIPPING = """
 import pytest
 
 def test_passes():
@@ -25,7 +25,7 @@ def test_needs_data(shared_data):
 @pytest.mark.xfail(reason="known bug", strict=True)
 def test_expected_failure():
     assert False
-'''
+"""
 
 
 def _pytest(tmp_path: Path, ci: dict[str, str], data: bool = False) -> subprocess.CompletedProcess:
@@ -37,8 +37,14 @@ def _pytest(tmp_path: Path, ci: dict[str, str], data: bool = False) -> subproces
     readme.write_text("shared data\n") if data else readme.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "LMPIPE_CI")}
     env.update(ci, LMPIPE_SHARED_DATA=str(tmp_path / "data"))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_skips_pass_on_a_users_clone(tmp_path: Path) -> None:
@@ -54,10 +60,14 @@ def test_any_skip_fails_in_ci_and_is_named(tmp_path: Path) -> None:
         assert r.returncode == 1, (env, r.stdout)
         assert "2 passed, 1 skipped, 1 xfailed" in r.stdout, r.stdout
         assert "SKIPPED IN CI: test_sample.py::test_skips: optional tool missing" in r.stdout, r.stdout
-        assert "test_expected_failure" not in r.stdout.split("skipped tests fail in CI")[-1]  # xfail is no skip
+        assert (
+            "test_expected_failure" not in r.stdout.split("skipped tests fail in CI")[-1]
+        )  # xfail is no skip
         # missing shared data is an error in CI, not a skip
         r = _pytest(tmp_path, env, data=False)
-        assert r.returncode == 1 and "1 error" in r.stdout and "real test data not found" in r.stdout, r.stdout
+        assert r.returncode == 1 and "1 error" in r.stdout and "real test data not found" in r.stdout, (
+            r.stdout
+        )
 
 
 def test_ci_script_runs_the_readme_test_command_with_ci_set() -> None:
@@ -73,7 +83,9 @@ def test_make_test_and_make_bench_install_the_bench_extra() -> None:
     make = shutil.which("make")
     assert make, "make is required to build the project"
     for target, runs in (("test", "-m pytest"), ("bench", "bench/report.py")):
-        out = subprocess.run([make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
         lines = out.splitlines()
         install = next(i for i, ln in enumerate(lines) if "pip install" in ln and ".[dev,bench]" in ln)
         assert install < next(i for i, ln in enumerate(lines) if runs in ln), out
