@@ -47,7 +47,7 @@ lint: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	@mkdir -p bench/results
-	@for b in bench/[!_]*.py; do [ $$b = bench/report.py ] && continue; echo "== $$b"; $(BIN)/python $$b $(BENCH_ARGS) || exit 1; done
+	@for b in bench/[!_]*.py; do [ $$b = bench/report.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 	$(BIN)/python bench/report.py
 
 clean-data:

@@ -43,8 +43,12 @@ def require_shared() -> Path:
 def stat(values: list[float], digits: int = 4) -> dict[str, Any]:
     """Median and spread (min, max) of repeated measurements, with the runs themselves."""
     r = lambda x: round(float(x), digits)  # noqa: E731
-    return {"median": r(statistics.median(values)), "min": r(min(values)), "max": r(max(values)),
-            "runs": [r(v) for v in values]}
+    return {
+        "median": r(statistics.median(values)),
+        "min": r(min(values)),
+        "max": r(max(values)),
+        "runs": [r(v) for v in values],
+    }
 
 
 def rate(amount: float, seconds: list[float], digits: int = 1) -> dict[str, Any]:
@@ -52,8 +56,9 @@ def rate(amount: float, seconds: list[float], digits: int = 1) -> dict[str, Any]
     return stat([amount / s for s in seconds], digits)
 
 
-def alternate(paths: dict[str, Callable[[], Any]], repeats: int = REPEATS, warmup: bool = False
-              ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def alternate(
+    paths: dict[str, Callable[[], Any]], repeats: int = REPEATS, warmup: bool = False
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Wall seconds of each path over ``repeats`` rounds, the paths interleaved within each round so the load of
     a shared machine hits every path alike; returns (seconds per path, last output per path)."""
     if warmup:
@@ -69,14 +74,28 @@ def alternate(paths: dict[str, Callable[[], Any]], repeats: int = REPEATS, warmu
     return secs, outs
 
 
-def table(title: str, metric: str, rows: dict[str, dict[str, Any]], ours: list[str], peers: list[str],
-          higher_is_better: bool = True, note: str = "") -> dict[str, Any]:
+def table(
+    title: str,
+    metric: str,
+    rows: dict[str, dict[str, Any]],
+    ours: list[str],
+    peers: list[str],
+    higher_is_better: bool = True,
+    note: str = "",
+) -> dict[str, Any]:
     """One comparison: ``rows[path][metric]`` is a stat; ``ours`` and ``peers`` name the rows of each side."""
     missing = [p for p in ours + peers if metric not in rows.get(p, {})]
     if missing:
         raise ValueError(f"table {title!r}: rows without {metric!r}: {missing}")
-    return {"title": title, "metric": metric, "higher_is_better": higher_is_better, "ours": ours, "peers": peers,
-            "rows": rows, "note": note}
+    return {
+        "title": title,
+        "metric": metric,
+        "higher_is_better": higher_is_better,
+        "ours": ours,
+        "peers": peers,
+        "rows": rows,
+        "note": note,
+    }
 
 
 def _cpu_model() -> str:
@@ -90,14 +109,26 @@ def _cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpu": _cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "load_avg_1m": _START_LOAD,
-            "note": os.environ.get("LMPIPE_BENCH_MACHINE_NOTE", "")}
+    return {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_1m": _START_LOAD,
+        "note": os.environ.get("LMPIPE_BENCH_MACHINE_NOTE", ""),
+    }
 
 
-def write_result(name: str, *, input: dict[str, Any], tables: list[dict[str, Any]],  # noqa: A002
-                 checks: dict[str, Any] | None = None, notes: list[str] | None = None,
-                 repeats: int = REPEATS, **extra: Any) -> Path:
+def write_result(
+    name: str,
+    *,
+    input: dict[str, Any],
+    tables: list[dict[str, Any]],  # noqa: A002
+    checks: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
+    repeats: int = REPEATS,
+    **extra: Any,
+) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     result = {
