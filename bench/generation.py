@@ -62,7 +62,7 @@ def bench_embedded(threads: int, batch: int, tokens: int) -> tuple[dict, dict]:
             res = b.generate(reqs)
             rates[bs].append(sum(r.completion_tokens for r in res) / (time.perf_counter() - t0))
     rows = {f"lmpipe EmbeddedBackend, batch {bs}": {"tokens_per_s": stat(v, 1)} for bs, v in rates.items()}
-    return (table(f"embedded {b.model_id} generation ({threads} thread)", "tokens_per_s", rows, ours=list(rows),
+    return (table(f"{b.model_id} generation ({threads} thread)", "tokens_per_s", rows, ours=list(rows),
                   peers=[], note="No peer row: the backend is transformers' own generate loop."),
             {"embedded_model": b.model_id, "embedded_load_s_single_run": round(load_s, 2)})
 
