@@ -39,7 +39,9 @@ def _pairs_from_keys(keys: np.ndarray) -> set[tuple[int, int]]:
         ends = np.r_[starts[1:], len(k)]
         for s, e in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
             members = sorted(order[s:e].tolist())
-            pairs.update((members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members)))
+            pairs.update(
+                (members[i], members[j]) for i in range(len(members)) for j in range(i + 1, len(members))
+            )
     return pairs
 
 
@@ -69,11 +71,13 @@ def bench_dedup(texts: list[str], cfg: DedupConfig | None = None) -> dict:
         shingles = ([g.encode() for g in _grams(t, cfg)] for t in texts)
         return MinHash.bulk(shingles, num_perm=cfg.num_perm, seed=cfg.seed, **kw)
 
-    sig_secs, sig_out = alternate({
-        "lmpipe MinHasher": ours_sig,
-        "datasketch MinHash.bulk (sha1)": ds_sig,
-        "datasketch MinHash.bulk (xxh32)": lambda: ds_sig(xxhash.xxh32_intdigest),
-    })
+    sig_secs, sig_out = alternate(
+        {
+            "lmpipe MinHasher": ours_sig,
+            "datasketch MinHash.bulk (sha1)": ds_sig,
+            "datasketch MinHash.bulk (xxh32)": lambda: ds_sig(xxhash.xxh32_intdigest),
+        }
+    )
     sig, mhs = sig_out["lmpipe MinHasher"], sig_out["datasketch MinHash.bulk (xxh32)"]
 
     def ours_lsh() -> set:
@@ -103,14 +107,29 @@ def bench_dedup(texts: list[str], cfg: DedupConfig | None = None) -> dict:
     sig_rows = {k: {"docs_per_s": rate(n, v), "mb_per_s": rate(mb, v, 3)} for k, v in sig_secs.items()}
     lsh_rows = {k: {"docs_per_s": rate(n, v)} for k, v in lsh_secs.items()}
     return {
-        "input": {"docs": n, "mb": round(mb, 3), "num_perm": cfg.num_perm, "bands": cfg.bands, "rows": cfg.rows,
-                  "shingle_size": cfg.shingle_size},
+        "input": {
+            "docs": n,
+            "mb": round(mb, 3),
+            "num_perm": cfg.num_perm,
+            "bands": cfg.bands,
+            "rows": cfg.rows,
+            "shingle_size": cfg.shingle_size,
+        },
         "tables": [
-            table("MinHash signatures (normalise + shingle + sign)", "docs_per_s", sig_rows,
-                  ours=["lmpipe MinHasher"],
-                  peers=["datasketch MinHash.bulk (sha1)", "datasketch MinHash.bulk (xxh32)"]),
-            table("LSH bucketing (insert + query all)", "docs_per_s", lsh_rows, ours=["lmpipe band keys"],
-                  peers=["datasketch MinHashLSH"]),
+            table(
+                "MinHash signatures (normalise + shingle + sign)",
+                "docs_per_s",
+                sig_rows,
+                ours=["lmpipe MinHasher"],
+                peers=["datasketch MinHash.bulk (sha1)", "datasketch MinHash.bulk (xxh32)"],
+            ),
+            table(
+                "LSH bucketing (insert + query all)",
+                "docs_per_s",
+                lsh_rows,
+                ours=["lmpipe band keys"],
+                peers=["datasketch MinHashLSH"],
+            ),
         ],
         "checks": {
             "candidate_pairs": {"lmpipe": len(ours_pairs), "datasketch": len(ds_pairs)},
@@ -125,10 +144,16 @@ def shared_texts(docs: int, copies: float = 0.05, seed: int = 0) -> list[str]:
     """WikiText-2 paragraphs, GSM8K records and SymPy files (``docs`` of them, sampled across the three), plus
     lightly edited copies of ``copies`` of them (the near duplicates to find)."""
     data = require_shared()
-    texts = [ln.strip() for f in sorted((data / "wikitext-2").glob("*.txt"))
-             for ln in f.read_text(encoding="utf-8").splitlines() if len(ln.split()) >= 20]
+    texts = [
+        ln.strip()
+        for f in sorted((data / "wikitext-2").glob("*.txt"))
+        for ln in f.read_text(encoding="utf-8").splitlines()
+        if len(ln.split()) >= 20
+    ]
     for rel in ("domains/math/gsm8k_train.jsonl", "domains/code/sympy_python.jsonl"):
-        texts += [json.loads(line)["text"] for line in (data / rel).read_text(encoding="utf-8").split("\n") if line]
+        texts += [
+            json.loads(line)["text"] for line in (data / rel).read_text(encoding="utf-8").split("\n") if line
+        ]
     rng = random.Random(seed)
     if docs < len(texts):
         texts = rng.sample(texts, docs)
@@ -142,12 +167,19 @@ def shared_texts(docs: int, copies: float = 0.05, seed: int = 0) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=4000, help="documents sampled before adding near copies "
-                    "(all ~11,200 available: --docs 0)")
+    ap.add_argument(
+        "--docs",
+        type=int,
+        default=4000,
+        help="documents sampled before adding near copies (all ~11,200 available: --docs 0)",
+    )
     args = ap.parse_args()
     res = bench_dedup(shared_texts(args.docs or 10**9))
-    res["input"] = {"source": "wikitext-2 paragraphs + gsm8k + sympy files, 5 % edited copies",
-                    "docs_flag": args.docs, **res["input"]}
+    res["input"] = {
+        "source": "wikitext-2 paragraphs + gsm8k + sympy files, 5 % edited copies",
+        "docs_flag": args.docs,
+        **res["input"],
+    }
     write_result("dedup", **res)
 
 

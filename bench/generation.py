@@ -62,9 +62,17 @@ def bench_embedded(threads: int, batch: int, tokens: int) -> tuple[dict, dict]:
             res = b.generate(reqs)
             rates[bs].append(sum(r.completion_tokens for r in res) / (time.perf_counter() - t0))
     rows = {f"lmpipe EmbeddedBackend, batch {bs}": {"tokens_per_s": stat(v, 1)} for bs, v in rates.items()}
-    return (table(f"{b.model_id} generation ({threads} thread)", "tokens_per_s", rows, ours=list(rows),
-                  peers=[], note="No peer row: the backend is transformers' own generate loop."),
-            {"embedded_model": b.model_id, "embedded_load_s_single_run": round(load_s, 2)})
+    return (
+        table(
+            f"{b.model_id} generation ({threads} thread)",
+            "tokens_per_s",
+            rows,
+            ours=list(rows),
+            peers=[],
+            note="No peer row: the backend is transformers' own generate loop.",
+        ),
+        {"embedded_model": b.model_id, "embedded_load_s_single_run": round(load_s, 2)},
+    )
 
 
 async def _bare_load(url: str, n: int, concurrency: int, tokens: int) -> float:
@@ -123,17 +131,26 @@ def bench_http(n: int, tokens: int, levels: list[int], server_batch: int) -> tup
             rows[f"lmpipe HTTPBackend, concurrency {c}"] = {"requests_per_s": stat(ours, 1)}
             rows[f"bare asyncio + httpx, concurrency {c}"] = {"requests_per_s": stat(bare, 1)}
             ratios[str(c)] = round(statistics.median(ours) / statistics.median(bare), 3)
-            print(f"  concurrency {c:>3}: {statistics.median(ours):7.1f} req/s (bare {statistics.median(bare):.1f})")
+            print(
+                f"  concurrency {c:>3}: {statistics.median(ours):7.1f} req/s (bare {statistics.median(bare):.1f})"
+            )
         stats = server_stats(url)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    return (table(f"HTTP client vs lmpipe serve-llm (tiny model, server batch {server_batch}, {n} requests x "
-                  f"{tokens} tokens)", "requests_per_s", rows,
-                  ours=[k for k in rows if k.startswith("lmpipe")], peers=[k for k in rows if k.startswith("bare")],
-                  note="The best peer row is the server's measured maximum; each client row's ratio is to it. "
-                       "Server pinned to one core, load generators to the other."),
-            {"client_vs_bare_same_concurrency_median_ratio": ratios, "server_max_batch_seen": stats["max_batch"]})
+    return (
+        table(
+            f"HTTP client vs lmpipe serve-llm (tiny model, server batch {server_batch}, {n} requests x "
+            f"{tokens} tokens)",
+            "requests_per_s",
+            rows,
+            ours=[k for k in rows if k.startswith("lmpipe")],
+            peers=[k for k in rows if k.startswith("bare")],
+            note="The best peer row is the server's measured maximum; each client row's ratio is to it. "
+            "Server pinned to one core, load generators to the other.",
+        ),
+        {"client_vs_bare_same_concurrency_median_ratio": ratios, "server_max_batch_seen": stats["max_batch"]},
+    )
 
 
 def main() -> None:
@@ -154,9 +171,17 @@ def main() -> None:
     t, c = bench_http(args.requests, args.tokens, [1, 4, 16, 32], server_batch=16)
     tables.append(t)
     checks.update(c)
-    write_result("generation", input={"requests": args.requests, "max_tokens": args.tokens, "threads": args.threads,
-                                      "embedded_batch": None if args.skip_embedded else args.batch},
-                 tables=tables, checks=checks)
+    write_result(
+        "generation",
+        input={
+            "requests": args.requests,
+            "max_tokens": args.tokens,
+            "threads": args.threads,
+            "embedded_batch": None if args.skip_embedded else args.batch,
+        },
+        tables=tables,
+        checks=checks,
+    )
 
 
 if __name__ == "__main__":

@@ -163,20 +163,44 @@ def main() -> None:
     config = build_model(model_cfg, VOCAB).config
     fpt = flops_per_token(config, cfg.seq_len)
     peak, source = peak_flops(torch.device("cpu"), args.precision)
-    labels = {"plain_pytorch": "plain PyTorch loop", "lightning": "lmpipe Lightning Trainer (+ DVCLive logging)"}
-    rows = {labels[k]: {"tokens_per_s": stat(v, 1), "mfu": stat([x * fpt / peak for x in v], 4)}
-            for k, v in results.items()}
+    labels = {
+        "plain_pytorch": "plain PyTorch loop",
+        "lightning": "lmpipe Lightning Trainer (+ DVCLive logging)",
+    }
+    rows = {
+        labels[k]: {"tokens_per_s": stat(v, 1), "mfu": stat([x * fpt / peak for x in v], 4)}
+        for k, v in results.items()
+    }
     write_result(
         "train_throughput",
-        input={"model": {**model_cfg.model_dump(), "vocab": VOCAB, "params": n_params(config)},
-               "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "grad_accum": cfg.grad_accum,
-               "precision": args.precision, "steps_timed": args.steps - args.warmup, "threads": args.threads,
-               "device": f"CPU ({platform.processor() or platform.machine()})"},
-        tables=[table("training step throughput, same model, batches and optimizer", "tokens_per_s", rows,
-                      ours=[labels["lightning"]], peers=[labels["plain_pytorch"]])],
-        checks={"gpu_available": torch.cuda.is_available(), "flops_per_token": fpt, "peak_flops": peak,
-                "peak_source": source},
-        notes=["MFU on CPU is against a measured fp32 GEMM peak with the same thread count; no GPU figure here."],
+        input={
+            "model": {**model_cfg.model_dump(), "vocab": VOCAB, "params": n_params(config)},
+            "batch_size": cfg.batch_size,
+            "seq_len": cfg.seq_len,
+            "grad_accum": cfg.grad_accum,
+            "precision": args.precision,
+            "steps_timed": args.steps - args.warmup,
+            "threads": args.threads,
+            "device": f"CPU ({platform.processor() or platform.machine()})",
+        },
+        tables=[
+            table(
+                "training step throughput, same model, batches and optimizer",
+                "tokens_per_s",
+                rows,
+                ours=[labels["lightning"]],
+                peers=[labels["plain_pytorch"]],
+            )
+        ],
+        checks={
+            "gpu_available": torch.cuda.is_available(),
+            "flops_per_token": fpt,
+            "peak_flops": peak,
+            "peak_source": source,
+        },
+        notes=[
+            "MFU on CPU is against a measured fp32 GEMM peak with the same thread count; no GPU figure here."
+        ],
     )
 
 
