@@ -32,6 +32,9 @@ def _pytest(tmp_path: Path, ci: dict[str, str], data: bool = False) -> subproces
     """Run the project's real conftest over a small suite in a fresh folder (shared data present or not)."""
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_sample.py").write_text(SKIPPING)
+    (tmp_path / "test_module_skip.py").write_text(
+        'import pytest\n\npytest.importorskip("no_such_module_xyz")\n'
+    )
     (tmp_path / "data").mkdir(exist_ok=True)
     readme = tmp_path / "data" / "README.md"
     readme.write_text("shared data\n") if data else readme.unlink(missing_ok=True)
@@ -50,7 +53,7 @@ def _pytest(tmp_path: Path, ci: dict[str, str], data: bool = False) -> subproces
 def test_skips_pass_on_a_users_clone(tmp_path: Path) -> None:
     r = _pytest(tmp_path, {})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 passed, 2 skipped, 1 xfailed" in r.stdout and "SKIPPED IN CI" not in r.stdout
+    assert "1 passed, 3 skipped, 1 xfailed" in r.stdout and "SKIPPED IN CI" not in r.stdout
 
 
 def test_any_skip_fails_in_ci_and_is_named(tmp_path: Path) -> None:
@@ -58,8 +61,11 @@ def test_any_skip_fails_in_ci_and_is_named(tmp_path: Path) -> None:
         # every test passes or skips: the skip alone fails the session, and is named with its reason
         r = _pytest(tmp_path, env, data=True)
         assert r.returncode == 1, (env, r.stdout)
-        assert "2 passed, 1 skipped, 1 xfailed" in r.stdout, r.stdout
+        assert "2 passed, 2 skipped, 1 xfailed" in r.stdout, r.stdout
         assert "SKIPPED IN CI: test_sample.py::test_skips: optional tool missing" in r.stdout, r.stdout
+        assert "SKIPPED IN CI: test_module_skip.py: could not import 'no_such_module_xyz'" in r.stdout, (
+            r.stdout
+        )
         assert (
             "test_expected_failure" not in r.stdout.split("skipped tests fail in CI")[-1]
         )  # xfail is no skip
