@@ -66,12 +66,21 @@ class SourceConfig(Section):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, Ceph)")
 
 
+# a charset-normalizer guess is kept only at confidence = 1 - chaos >= this; the detector itself drops
+# candidates above chaos 0.2 (its default), so 0.8 accepts any guess it offers (see lmpipe.decoding)
+MIN_ENCODING_CONFIDENCE = 0.8
+
+
 class IngestConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list, min_length=1)
     docs_per_shard: int = Field(5000, ge=1)
     group_mib: int = Field(64, ge=1, description="small input files are read together up to this size")
     min_chars: int = Field(1, ge=0, description="shorter documents are quarantined as 'empty'")
     max_chars: int = Field(1_000_000, ge=1, description="longer documents are quarantined as 'oversize'")
+    surrogates: Literal["replace", "quarantine"] = Field(
+        "replace", description="JSON strings escaping half a UTF-16 pair ('\\ud800'): U+FFFD, or 'lone_surrogate'")
+    min_encoding_confidence: float = Field(
+        MIN_ENCODING_CONFIDENCE, ge=0.0, le=1.0, description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'")
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from lmpipe.config import IngestConfig
 from lmpipe.executors import Executor
+from lmpipe.formats import read_unit
 from lmpipe.sharded import run_stage
-from lmpipe.sources import plan_units, read_unit
+from lmpipe.sources import plan_units
 
 if TYPE_CHECKING:
     from lmpipe.config import Params

@@ -14,8 +14,9 @@ web        noise: boilerplate, spam, toxic, mojibake…  ``web/*``
 
 Exact and near duplicates are planted in prose and fiction; toxic noise uses terms of the filter's default word
 list (LDNOOBW English). ``labels/toxicity.jsonl`` holds the demo's labelled examples (clean passages vs passages
-with mild insults, none on that list) for training the filter's toxicity classifier (not ingested). The closed-book QA set about the fiction
-articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records what was planted where.
+with mild insults, none on that list) for training the filter's toxicity classifier (not ingested). The
+closed-book QA set about the fiction articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records
+what was planted where.
 """
 
 from __future__ import annotations
@@ -102,8 +103,9 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     broken = noise.broken_jsonl_lines(rng)
     (raw / "web" / "broken.jsonl").write_bytes(b"\n".join(broken) + b"\n")
     (raw / "web" / "blob.txt").write_bytes(noise.binary_blob(rng))
+    # a legacy encoding that ingestion detects and decodes (meta["encoding"]), unlike the broken lines
     (raw / "web" / "latin1.txt").write_bytes("Ein Stück Käse, im Latin-1-Format gespeichert.".encode("latin-1"))
-    planted.update(undecodable=len(broken) + 2)
+    planted.update(undecodable=len(broken) + 1, legacy_encoding=1)
 
     (raw / "labels").mkdir(exist_ok=True)
     # every clean domain is a negative, so code and math are not "unusual, hence toxic" to the classifier
