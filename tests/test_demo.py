@@ -55,6 +55,20 @@ def test_planted_duplicates_and_noise_are_labelled(demo):
     assert summary["planted"]["undecodable"] == 7 and summary["planted"]["legacy_encoding"] == 1
 
 
+def test_toxic_noise_uses_the_filters_real_list_not_the_classifier_labels(demo):
+    from lmpipe.demo.noise import INSULTS
+    from lmpipe.filters.text import normalize_words
+    from lmpipe.filters.toxicity import WordList
+
+    root, _ = demo
+    web = [json.loads(line) for line in (root / "raw" / "web" / "pages.jsonl").read_text().splitlines()]
+    toxic = [r["text"] for r in web if r["noise"] == "toxic"]
+    ldnoobw = WordList.load()
+    assert toxic and all(ldnoobw.count_text(t.split("\n\n")[-1]) >= 5 for t in toxic)
+    insults = WordList(INSULTS)  # the demo's labelled training set is built from these, which are off the list
+    assert not any(insults.count(normalize_words(t)) for t in toxic)
+
+
 def test_labelled_toxicity_set_trains_a_classifier_that_flags_insults_only(demo):
     from lmpipe.filters.toxicity import HashedLogReg, read_labelled
 

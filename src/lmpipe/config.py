@@ -260,8 +260,9 @@ class ToxicityConfig(Section):
     top_p: float = Field(0.9, gt=0, le=1)
     threshold: float = Field(0.5, ge=0, le=1, description="a continuation counts as toxic at or above this score")
     scorer: Literal["auto", "classifier", "wordlist"] = Field(
-        "auto", description="auto: the filter stage's classifier when available, else the demo word list"
+        "auto", description="auto: the filter stage's classifier when available, else the word list"
     )
+    wordlist: str | None = Field(None, description="one term per line; None = the shipped LDNOOBW English list")
 
 
 class SamplesConfig(Section):
@@ -548,7 +549,7 @@ class LabelledFile(Section):
 
 
 class ToxicityScoreConfig(Section):
-    wordlist: str | None = Field(None, description="one term per line; None = the built-in demo list")
+    wordlist: str | None = Field(None, description="one term per line; None = the shipped LDNOOBW English list")
     train_files: list[LabelledFile] = Field(default_factory=list, description="empty = no classifier")
     buckets: int = Field(1 << 18, ge=16, description="hashed n-gram features")
     ngrams: int = Field(2, ge=1, le=4)

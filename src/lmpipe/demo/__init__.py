@@ -12,9 +12,11 @@ fiction    articles about invented organisations       ``fiction/*.md``
 web        noise: boilerplate, spam, toxic, mojibake…  ``web/*``
 =========  ==========================================  ==========================
 
-Exact and near duplicates are planted in prose and fiction. ``labels/toxicity.jsonl`` holds labelled examples
-for the filter's toxicity classifier (not ingested). The closed-book QA set about the fiction
-articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records what was planted where.
+Exact and near duplicates are planted in prose and fiction; toxic noise uses terms of the filter's default word
+list (LDNOOBW English). ``labels/toxicity.jsonl`` holds the demo's labelled examples (clean passages vs passages
+with mild insults, none on that list) for training the filter's toxicity classifier (not ingested). The
+closed-book QA set about the fiction articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records
+what was planted where.
 """
 
 from __future__ import annotations
@@ -78,12 +80,13 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
 
     web: list[dict] = []
     kinds = ["boilerplate", "spam", "toxic", "mojibake", "short", "long"]
+    terms = noise.listed_terms()
     for i in range(n_noise):
         kind, base = kinds[i % len(kinds)], rng.choice(prose)["text"]
         text = {
             "boilerplate": lambda: noise.boilerplate(rng),
             "spam": lambda: noise.spam(rng),
-            "toxic": lambda b=base: noise.toxic(rng, b),
+            "toxic": lambda b=base: noise.toxic(rng, b, terms),
             "mojibake": lambda b=base: noise.mojibake(b),
             "short": lambda: noise.short(rng),
             "long": lambda b=base: noise.very_long(rng, b, 4 * cfg.max_doc_chars),
@@ -107,7 +110,9 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     (raw / "labels").mkdir(exist_ok=True)
     # every clean domain is a negative, so code and math are not "unusual, hence toxic" to the classifier
     clean = [r["text"] for r in prose[:200] + code[:100] + maths[:100]] + list(articles.values())
-    _jsonl(raw / "labels" / "toxicity.jsonl", noise.toxicity_training_set(rng, clean, cfg.toxicity_examples))
+    # its own generator, so the labelled set does not shift when the noise above draws differently
+    labels_rng = random.Random(f"{seed}/toxicity-labels")
+    _jsonl(raw / "labels" / "toxicity.jsonl", noise.toxicity_training_set(labels_rng, clean, cfg.toxicity_examples))
 
     qa = [q for o in orgs for q in world.questions(o, orgs, rng)]
     _jsonl(ev / "fiction_qa.jsonl", qa)
