@@ -1,5 +1,8 @@
 """Inputs → Document streams: local paths/globs, S3 (s3fs, any endpoint), Hugging Face ``datasets``.
 
+Web formats (``warc``, ``wet``, ``html``) are read by :mod:`lmpipe.web.reader` (main-text extraction, URL
+filter, their own quarantine reasons).
+
 ``plan_units`` turns each configured source into work units (one per file, or one per row range of a
 saved HF dataset); ``read_unit`` streams one unit as ``Document`` or ``Rejected`` items. Decoding is
 strict and per record, so one bad line is quarantined with its reason and its neighbours survive:
@@ -81,9 +84,15 @@ def _detect_format(path: str) -> str:
         return "jsonl"
     if p.endswith(".parquet"):
         return "parquet"
+    if p.endswith(".wet"):
+        return "wet"
+    if p.endswith(".warc"):
+        return "warc"
+    if p.endswith((".html", ".htm", ".xhtml")):
+        return "html"
     if p.endswith(TEXT_EXT) or "." not in os.path.basename(p):
         return "txt"
-    raise SourceError(f"cannot tell the format of {path!r}; set format: txt|jsonl|parquet on its source")
+    raise SourceError(f"cannot tell the format of {path!r}; set format: txt|jsonl|parquet|warc|wet|html on its source")
 
 
 def _is_hf_disk(path: str) -> bool:
@@ -299,7 +308,14 @@ def _read_hf(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
         yield from _rows(ds.iter(batch_size=1000), unit, cfg, 0)
 
 
-READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "parquet": _read_parquet, "hf_disk": _read_hf, "hf_hub": _read_hf}
+def _read_web(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
+    from lmpipe.web.reader import read_web  # imported here: lmpipe.web imports this module
+
+    yield from read_web(unit, cfg)
+
+
+READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "parquet": _read_parquet, "hf_disk": _read_hf, "hf_hub": _read_hf,
+           "warc": _read_web, "wet": _read_web, "html": _read_web}
 
 
 def read_unit(group: UnitGroup, cfg: IngestConfig) -> Iterator[Document | Rejected]:
