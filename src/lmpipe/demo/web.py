@@ -19,11 +19,31 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-SITES = ["news.riverbend-gazette.com", "www.coastline-weekly.co.uk", "blog.tinkerworks.org",
-         "www.hilltop-courier.net", "journal.meadowlark.io"]
-NAV = ["Home", "World", "Local", "Business", "Technology", "Science", "Opinion", "Sport", "Culture", "Weather"]
-ADS = ["Refinance your home today - rates from 3.9%", "Top 10 gadgets everyone is buying this winter",
-       "You won't believe these holiday deals", "Learn a language in 3 weeks - try it free"]
+SITES = [
+    "news.riverbend-gazette.com",
+    "www.coastline-weekly.co.uk",
+    "blog.tinkerworks.org",
+    "www.hilltop-courier.net",
+    "journal.meadowlark.io",
+]
+NAV = [
+    "Home",
+    "World",
+    "Local",
+    "Business",
+    "Technology",
+    "Science",
+    "Opinion",
+    "Sport",
+    "Culture",
+    "Weather",
+]
+ADS = [
+    "Refinance your home today - rates from 3.9%",
+    "Top 10 gadgets everyone is buying this winter",
+    "You won't believe these holiday deals",
+    "Learn a language in 3 weeks - try it free",
+]
 DATE = "2024-05-{day:02d}T{hour:02d}:{minute:02d}:00Z"
 
 
@@ -41,8 +61,9 @@ def _paragraphs(doc: str) -> list[str]:
 def page(title: str, paragraphs: list[str], rng: random.Random, meta_charset: str = "utf-8") -> str:
     """One article page; only the ``<h1>`` and the ``<p>`` inside ``<article>`` are main text."""
     nav = "".join(f'<li><a href="/{n.lower()}">{n}</a></li>' for n in NAV)
-    most_read = "".join(f'<li><a href="/story/{rng.randrange(10**6)}">{html.escape(a)}</a></li>'
-                        for a in rng.sample(ADS, 3))
+    most_read = "".join(
+        f'<li><a href="/story/{rng.randrange(10**6)}">{html.escape(a)}</a></li>' for a in rng.sample(ADS, 3)
+    )
     body = "\n".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
     ad = html.escape(rng.choice(ADS))
     return f"""<!DOCTYPE html>
@@ -76,14 +97,23 @@ def http_response(body: bytes, content_type: str, status: str = "200 OK", extra:
     return head.encode("latin-1") + body
 
 
-def warc_record(kind: str, url: str | None, date: str, block: bytes, rng: random.Random,
-                content_type: str = "application/http; msgtype=response", headers: dict[str, str] | None = None,
-                digest: bool = True) -> bytes:
+def warc_record(
+    kind: str,
+    url: str | None,
+    date: str,
+    block: bytes,
+    rng: random.Random,
+    content_type: str = "application/http; msgtype=response",
+    headers: dict[str, str] | None = None,
+    digest: bool = True,
+) -> bytes:
     """One WARC record (block digest included) as bytes, written by fastwarc."""
     from fastwarc.warc import WarcRecord, WarcRecordType
 
     rec = WarcRecord()
-    rec.init_headers(getattr(WarcRecordType, kind), record_urn=f"uuid:{uuid.UUID(int=rng.getrandbits(128))}".encode())
+    rec.init_headers(
+        getattr(WarcRecordType, kind), record_urn=f"uuid:{uuid.UUID(int=rng.getrandbits(128))}".encode()
+    )
     rec.headers["WARC-Date"] = date
     if url is not None:
         rec.headers["WARC-Target-URI"] = url
@@ -117,8 +147,13 @@ def write_crawl(path: str | Path, articles: list[tuple[str, str]], seed: int) ->
         out.append(_member(warc_record("request", url, d, req, rng, "application/http; msgtype=request")))
         out.append(_member(warc_record("response", url, d, block, rng, **kw)))
 
-    out.append(_member(warc_record("warcinfo", None, date(), b"software: lmpipe demo\r\n", rng,
-                                   "application/warc-fields")))
+    out.append(
+        _member(
+            warc_record(
+                "warcinfo", None, date(), b"software: lmpipe demo\r\n", rng, "application/warc-fields"
+            )
+        )
+    )
     for i, (title, text) in enumerate(articles):
         site = SITES[i % len(SITES)]
         slug = "-".join(title.lower().replace(".", " ").replace(":", " ").split())[:60]
@@ -135,22 +170,38 @@ def write_crawl(path: str | Path, articles: list[tuple[str, str]], seed: int) ->
             response(url, http_response(page(title, paras, rng).encode(), "text/html; charset=utf-8"))
         planted["article"] += 1
         if i % 7 == 0:  # a crawler's metadata record, as Common Crawl writes after responses
-            out.append(_member(warc_record("metadata", url, date(), b"fetchTimeMs: 120\r\n", rng,
-                                           "application/warc-fields")))
+            out.append(
+                _member(
+                    warc_record(
+                        "metadata", url, date(), b"fetchTimeMs: 120\r\n", rng, "application/warc-fields"
+                    )
+                )
+            )
 
     site = SITES[0]
-    response(f"https://{site}/logo.png", http_response(b"\x89PNG\r\n\x1a\n" + rng.randbytes(600), "image/png"))
-    response(f"https://{site}/annual-report.pdf", http_response(b"%PDF-1.4\n" + rng.randbytes(900), "application/pdf"))
+    response(
+        f"https://{site}/logo.png", http_response(b"\x89PNG\r\n\x1a\n" + rng.randbytes(600), "image/png")
+    )
+    response(
+        f"https://{site}/annual-report.pdf",
+        http_response(b"%PDF-1.4\n" + rng.randbytes(900), "application/pdf"),
+    )
     planted["not_html"] += 2
-    response(f"https://{site}/missing", http_response(b"<html><body><h1>404 Not Found</h1></body></html>",
-                                                        "text/html", "404 Not Found"))
-    response(f"https://{site}/old", http_response(b"", "text/html", "301 Moved Permanently",
-                                                    f"Location: https://{site}/new\r\n"))
+    response(
+        f"https://{site}/missing",
+        http_response(b"<html><body><h1>404 Not Found</h1></body></html>", "text/html", "404 Not Found"),
+    )
+    response(
+        f"https://{site}/old",
+        http_response(b"", "text/html", "301 Moved Permanently", f"Location: https://{site}/new\r\n"),
+    )
     planted["http_status"] += 2
     nav = "".join(f'<li><a href="/{n.lower()}">{n}</a></li>' for n in NAV)
-    app_shell = (f"<!DOCTYPE html><html><head><title>Tags</title><script src='/app.js'></script></head><body>"
-                 f"<header><nav class='main-nav'><ul>{nav}</ul></nav></header><main><div id='app'></div></main>"
-                 "<footer><a href='/about'>About us</a> &copy; 2024 The Gazette</footer></body></html>")
+    app_shell = (
+        f"<!DOCTYPE html><html><head><title>Tags</title><script src='/app.js'></script></head><body>"
+        f"<header><nav class='main-nav'><ul>{nav}</ul></nav></header><main><div id='app'></div></main>"
+        "<footer><a href='/about'>About us</a> &copy; 2024 The Gazette</footer></body></html>"
+    )
     response(f"https://{site}/tags/", http_response(app_shell.encode(), "text/html; charset=utf-8"))
     planted["empty_extraction"] += 1
     response(f"https://{site}/blob.html", http_response(b"\x00\x01BIN" + rng.randbytes(400), "text/html"))
@@ -161,9 +212,13 @@ def write_crawl(path: str | Path, articles: list[tuple[str, str]], seed: int) ->
     response("https://win-big.example.com/casino-bonus/today", http_response(spam.encode(), "text/html"))
     planted["url_banned_word"] += 1
 
-    good = http_response(page("Digest", ["A page whose bytes changed after archiving."] * 3, rng).encode(), "text/html")
+    good = http_response(
+        page("Digest", ["A page whose bytes changed after archiving."] * 3, rng).encode(), "text/html"
+    )
     rec = warc_record("response", f"https://{site}/corrupted", date(), good, rng)
-    out.append(_member(rec.replace(b"after archiving", b"after archivinG")))  # block no longer matches its digest
+    out.append(
+        _member(rec.replace(b"after archiving", b"after archivinG"))
+    )  # block no longer matches its digest
     bad_http = b"HTTP/1.1 OK-ish\r\nthis is not a header line\r\n\r\n<html><p>x</p></html>"
     out.append(_member(warc_record("response", f"https://{site}/bad-http", date(), bad_http, rng)))
     planted["malformed_record"] += 2

@@ -17,14 +17,18 @@ class TrafilaturaOptions(Section):
     include_comments: bool = Field(False, description="reader comments below an article")
     include_tables: bool = True
     deduplicate: bool = Field(
-        False, description="trafilatura's cross-page cache: off, so output never depends on which pages a "
-        "worker saw before (near-dup removal is the dedup stage's job)")
+        False,
+        description="trafilatura's cross-page cache: off, so output never depends on which pages a "
+        "worker saw before (near-dup removal is the dedup stage's job)",
+    )
 
 
 class ResiliparseOptions(Section):
     """Passed to ``resiliparse.extract.html2text.extract_plain_text`` (the fast extractor)."""
 
-    main_content: bool = Field(True, description="drop navigation, footers, sidebars (boilerplate heuristics)")
+    main_content: bool = Field(
+        True, description="drop navigation, footers, sidebars (boilerplate heuristics)"
+    )
     list_bullets: bool = True
     alt_texts: bool = False
     links: bool = False
@@ -44,10 +48,14 @@ class UrlFilterConfig(Section):
 
     enabled: bool = True
     blocklist_files: list[str] | None = Field(None, description="domain lists; null = the shipped default")
-    banned_words_files: list[str] | None = Field(None, description="URL word lists; null = the shipped default")
+    banned_words_files: list[str] | None = Field(
+        None, description="URL word lists; null = the shipped default"
+    )
     private_suffixes: bool = Field(
-        False, description="treat PSL private suffixes (github.io, blogspot.com) as public: each user site is "
-        "then its own registered domain")
+        False,
+        description="treat PSL private suffixes (github.io, blogspot.com) as public: each user site is "
+        "then its own registered domain",
+    )
 
 
 class WebConfig(Section):
@@ -58,8 +66,13 @@ class WebConfig(Section):
     resiliparse: ResiliparseOptions = ResiliparseOptions()
     content_types: list[str] = Field(
         default_factory=lambda: ["text/html", "application/xhtml+xml"],
-        description="payload types extracted; others are quarantined as 'not_html'")
+        description="payload types extracted; others are quarantined as 'not_html'",
+    )
     max_html_bytes: int = Field(4 << 20, ge=1, description="larger payloads are quarantined as 'oversize'")
-    verify_digests: bool = Field(True, description="check WARC-Block-Digest where present ('malformed_record')")
-    keep_html: bool = Field(False, description="keep the raw payload: meta.html on kept docs, raw on rejected")
+    verify_digests: bool = Field(
+        True, description="check WARC-Block-Digest where present ('malformed_record')"
+    )
+    keep_html: bool = Field(
+        False, description="keep the raw payload: meta.html on kept docs, raw on rejected"
+    )
     url_filter: UrlFilterConfig = UrlFilterConfig()

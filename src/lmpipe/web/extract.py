@@ -23,11 +23,23 @@ def _trafilatura(cfg: WebConfig) -> Extract:
     o = cfg.trafilatura
 
     def extract(html: str) -> str:
-        return trafilatura.extract(
-            html, output_format="txt", favor_precision=o.favor_precision, favor_recall=o.favor_recall,
-            include_comments=o.include_comments, include_tables=o.include_tables, deduplicate=o.deduplicate,
-            include_images=False, include_links=False, include_formatting=False, with_metadata=False,
-            config=conf) or ""
+        return (
+            trafilatura.extract(
+                html,
+                output_format="txt",
+                favor_precision=o.favor_precision,
+                favor_recall=o.favor_recall,
+                include_comments=o.include_comments,
+                include_tables=o.include_tables,
+                deduplicate=o.deduplicate,
+                include_images=False,
+                include_links=False,
+                include_formatting=False,
+                with_metadata=False,
+                config=conf,
+            )
+            or ""
+        )
 
     return extract
 

@@ -79,8 +79,14 @@ def _html_files(unit: Unit, opener) -> Iterator[RawRecord]:
     yield RawRecord(1, 0, content_type=mime, payload=payload)
 
 
-def _decide(rec: RawRecord, unit: Unit, doc: Document, cfg: IngestConfig, urls: UrlFilter | None,
-            extract: Extract | None) -> Document | Rejected:
+def _decide(
+    rec: RawRecord,
+    unit: Unit,
+    doc: Document,
+    cfg: IngestConfig,
+    urls: UrlFilter | None,
+    extract: Extract | None,
+) -> Document | Rejected:
     from lmpipe.sources import RAW_CAP, _check_text
 
     w, fmt = cfg.web, unit.format
@@ -97,7 +103,9 @@ def _decide(rec: RawRecord, unit: Unit, doc: Document, cfg: IngestConfig, urls: 
         if kind not in w.content_types:
             return Rejected(doc, "not_html", f"content type {kind or 'unknown'!r}", raw)
     if len(rec.payload) > w.max_html_bytes:
-        return Rejected(doc, "oversize", f"{len(rec.payload)} payload bytes > max_html_bytes={w.max_html_bytes}", raw)
+        return Rejected(
+            doc, "oversize", f"{len(rec.payload)} payload bytes > max_html_bytes={w.max_html_bytes}", raw
+        )
     declared = rec.charset or (meta_charset(rec.payload) if fmt != "wet" else "utf-8")
     try:
         dec = decode_text(rec.payload, declared)
@@ -112,8 +120,9 @@ def _decide(rec: RawRecord, unit: Unit, doc: Document, cfg: IngestConfig, urls: 
         except Exception as e:  # noqa: BLE001 - any extractor failure quarantines this page only
             return Rejected(doc, "extraction_error", f"{w.extractor}: {type(e).__name__}: {e}"[:500], raw)
         if not text.strip():
-            return Rejected(doc, "empty_extraction", f"{w.extractor} found no main text in "
-                            f"{len(rec.payload)} bytes", raw)
+            return Rejected(
+                doc, "empty_extraction", f"{w.extractor} found no main text in {len(rec.payload)} bytes", raw
+            )
         if w.keep_html:
             doc.meta["html"] = dec.text
     return _check_text(text, doc.source, unit.source, cfg, doc.meta)
@@ -135,10 +144,15 @@ def read_web(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
     for rec in records:
         locator = unit.path if unit.format == "html" else f"{unit.path}#R{rec.n}"
         meta: dict[str, Any] = {
-            k: v for k, v in (
-                ("url", rec.url), ("date", rec.date), ("content_type", rec.content_type),
-                ("warc_record_id", rec.record_id), ("http_status", rec.http_status),
-            ) if v is not None
+            k: v
+            for k, v in (
+                ("url", rec.url),
+                ("date", rec.date),
+                ("content_type", rec.content_type),
+                ("warc_record_id", rec.record_id),
+                ("http_status", rec.http_status),
+            )
+            if v is not None
         }
         meta.update(rec.extra)
         doc = Document(doc_id(locator), "", unit.source.domain, locator, meta)

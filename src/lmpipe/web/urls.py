@@ -27,12 +27,20 @@ def _extractor(private_suffixes: bool):
     import tldextract
 
     return tldextract.TLDExtract(
-        cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True, include_psl_private_domains=private_suffixes)
+        cache_dir=None,
+        suffix_list_urls=(),
+        fallback_to_snapshot=True,
+        include_psl_private_domains=private_suffixes,
+    )
 
 
 def read_list(path: str | Path | None, default: str) -> list[str]:
     """Entries of a list file (blank lines and ``#`` comments skipped); ``None`` reads the shipped default."""
-    text = (resources.files("lmpipe.web") / "data" / default).read_text() if path is None else Path(path).read_text()
+    text = (
+        (resources.files("lmpipe.web") / "data" / default).read_text()
+        if path is None
+        else Path(path).read_text()
+    )
     return [s for line in text.splitlines() if (s := line.split("#", 1)[0].strip())]
 
 
@@ -110,7 +118,10 @@ def url_lists_key(cfg: UrlFilterConfig) -> str:
     if not cfg.enabled:
         return "urls:off"
     h = hashlib.sha256()
-    for files, default in ((cfg.blocklist_files, DEFAULT_BLOCKLIST), (cfg.banned_words_files, DEFAULT_BANNED_WORDS)):
+    for files, default in (
+        (cfg.blocklist_files, DEFAULT_BLOCKLIST),
+        (cfg.banned_words_files, DEFAULT_BANNED_WORDS),
+    ):
         for f in files or [None]:
             h.update("\n".join(read_list(f, default)).encode() + b"\0")
     return "urls:" + h.hexdigest()[:16]

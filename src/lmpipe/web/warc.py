@@ -156,4 +156,6 @@ def iter_records(f: IO[bytes], kind: str, verify_digests: bool = True) -> Iterat
 
 def _bad_range(n: int, after: int, error: str, end: int | None) -> RawRecord:
     to = f"the next record at byte {end}" if end is not None else "the end of the file"
-    return RawRecord(n, after, problem=("malformed_record", f"unreadable bytes after byte {after} up to {to}: {error}"))
+    return RawRecord(
+        n, after, problem=("malformed_record", f"unreadable bytes after byte {after} up to {to}: {error}")
+    )
