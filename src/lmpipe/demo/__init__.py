@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from lmpipe.config import DemoConfig
 from lmpipe.demo import mathgen, noise, stdlib, world
-from lmpipe.demo.web import title_of, write_crawl
+from lmpipe.demo.web import title_of, web_article_like, write_crawl
 
 
 def _jsonl(path: Path, rows: list[dict], gz: bool = False) -> None:
@@ -110,7 +110,8 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
 
     # docstrings after those taken as prose: distinct text, so dedup has no cross-domain work here
     seen = {r["text"] for r in prose}
-    fresh = ((loc, t) for loc, t in long_enough if t not in seen and not seen.add(t))  # one page per docstring
+    fresh = ((loc, t) for loc, t in long_enough  # one page per docstring, article-like ones (web rules judge them)
+             if web_article_like(t) and t not in seen and not seen.add(t))
     pages = [(title_of(loc), t[: cfg.max_doc_chars]) for loc, t in stdlib.take(fresh, cfg.web_pages)]
     crawl = write_crawl(raw / "crawl" / "pages.warc.gz", pages, seed)
     planted.update({f"crawl_{k}": v for k, v in crawl["planted"].items()})

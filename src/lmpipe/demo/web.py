@@ -54,6 +54,19 @@ def title_of(locator: str) -> str:
     return (stem if name == "<module>" else f"{stem} {name}").replace("_", " ").strip().title()
 
 
+def web_article_like(doc: str, min_words: int = 80, min_sentences: int = 5, max_symbols: float = 0.1) -> bool:
+    """Long, sentence-rich docstrings with little code punctuation: text that web-prose rules (Gopher's
+    alphabetic-word ratio counts quotes and brackets as words, C4 wants sentences) can accept."""
+    words = len(doc.split())
+    symbols = sum(doc.count(c) for c in "'\"()*=[]_:-/")
+    return (
+        words >= min_words
+        and doc.count(". ") + doc.count(".\n") >= min_sentences
+        and not any(c in doc for c in "{}`>")
+        and symbols <= max_symbols * words
+    )
+
+
 def _paragraphs(doc: str) -> list[str]:
     return [" ".join(p.split()) for p in doc.split("\n\n") if p.strip()]
 
