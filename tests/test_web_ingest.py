@@ -21,6 +21,7 @@ from lmpipe.config import IngestConfig
 from lmpipe.documents import iter_batches, iter_documents, read_manifest
 from lmpipe.executors import LocalExecutor
 from lmpipe.ingest import ingest
+from tests.conftest import stage_cmd
 
 ARTICLE = [
     "The harbour committee met on Tuesday evening to discuss the restoration of the old lighthouse, which has "
@@ -240,7 +241,7 @@ def test_every_bad_record_kind_is_quarantined_with_its_reason(tmp_path):
     assert {u: r for u, (r, _) in by_url.items()} == {
         "https://ok.com/logo.png": "not_html",
         "https://ok.com/gone": "http_status",
-        "https://ok.com/bin": "undecodable",
+        "https://ok.com/bin": "binary",
         "https://ok.com/app": "empty_extraction",
         "https://ok.com/huge": "oversize",
         "https://ok.com/short": "empty",
@@ -423,19 +424,7 @@ def test_kill_9_then_resume_gives_identical_output(tmp_path):
     )
 
     def cmd(out):
-        return [
-            sys.executable,
-            "-m",
-            "stages.ingest",
-            "--params",
-            str(params),
-            "--out",
-            str(out / "docs"),
-            "--rejected",
-            str(out / "rej"),
-            "--metrics",
-            str(out / "m.json"),
-        ]
+        return stage_cmd("ingest", params, out / "m.json", out=out / "docs", rejected=out / "rej")
 
     env = {
         **os.environ,

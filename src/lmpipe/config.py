@@ -66,12 +66,21 @@ class SourceConfig(Section):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, Ceph)")
 
 
+# a charset-normalizer guess is kept only at confidence = 1 - chaos >= this; the detector itself drops
+# candidates above chaos 0.2 (its default), so 0.8 accepts any guess it offers (see lmpipe.decoding)
+MIN_ENCODING_CONFIDENCE = 0.8
+
+
 class IngestConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list, min_length=1)
     docs_per_shard: int = Field(5000, ge=1)
     group_mib: int = Field(64, ge=1, description="small input files are read together up to this size")
     min_chars: int = Field(1, ge=0, description="shorter documents are quarantined as 'empty'")
     max_chars: int = Field(1_000_000, ge=1, description="longer documents are quarantined as 'oversize'")
+    surrogates: Literal["replace", "quarantine"] = Field(
+        "replace", description="JSON strings escaping half a UTF-16 pair ('\\ud800'): U+FFFD, or 'lone_surrogate'")
+    min_encoding_confidence: float = Field(
+        MIN_ENCODING_CONFIDENCE, ge=0.0, le=1.0, description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'")
     web: WebConfig = WebConfig()
 
     @model_validator(mode="after")
@@ -505,6 +514,7 @@ class AugmentConfig(Section):
     quality: SynthQualityConfig = SynthQualityConfig()
     docs_per_shard: int = Field(5000, ge=1)
     workers: int = Field(1, ge=1, description="parallel shards; each loads its own embedded model (prefer 1)")
+    prompts_dir: str | None = Field(None, description="directory of prompt templates overriding the packaged ones")
 
 
 # ------------------------------------------------------------------------------------------ filter
@@ -726,6 +736,8 @@ class TuneConfig(Section):
             raise ValueError(f"lr: need 0 < low <= high, got {list(self.lr)}")
         if isinstance(self.lr, float) and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps >= self.steps:  # fail at validation, not once per trial
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         return self
 
 
@@ -810,11 +822,27 @@ def parse_params(raw: dict[str, Any], origin: str = "params.yaml") -> Params:
         raise ConfigError(f"{origin} is invalid ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found (run from the project root or pass --params)")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return parse_params(raw, str(path))
+    return raw
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | Path | None = None) -> Params:
+    """Validated params; a ``profile`` (a YAML of overrides, e.g. ``profiles/tiny.yaml``) is merged on top."""
+    raw = read_yaml_mapping(path)
+    if profile is not None:
+        raw = deep_merge(raw, read_yaml_mapping(profile))
+    return parse_params(raw, f"{path} + {profile}" if profile else str(path))

@@ -26,11 +26,17 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmpipe.config import DemoConfig
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 from lmpipe.demo import mathgen, noise, stdlib, world
 from lmpipe.demo.web import title_of, web_article_like, write_crawl
 
@@ -97,8 +103,9 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     broken = noise.broken_jsonl_lines(rng)
     (raw / "web" / "broken.jsonl").write_bytes(b"\n".join(broken) + b"\n")
     (raw / "web" / "blob.txt").write_bytes(noise.binary_blob(rng))
+    # a legacy encoding that ingestion detects and decodes (meta["encoding"]), unlike the broken lines
     (raw / "web" / "latin1.txt").write_bytes("Ein Stück Käse, im Latin-1-Format gespeichert.".encode("latin-1"))
-    planted.update(undecodable=len(broken) + 2)
+    planted.update(undecodable=len(broken) + 1, legacy_encoding=1)
 
     (raw / "labels").mkdir(exist_ok=True)
     # every clean domain is a negative, so code and math are not "unusual, hence toxic" to the classifier
@@ -125,3 +132,8 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     }
     (raw / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict:
+    """Stage ``demo``: the seeded demo corpus into ``io.raw`` and its QA set into ``io.eval``."""
+    return generate(p.demo, p.run.seed, io.raw, io.eval)

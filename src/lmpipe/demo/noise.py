@@ -2,7 +2,7 @@
 
 Kinds: exact and near duplicates, boilerplate/navigation pages, spam, toxic lines (a tiny built-in test list
 of insults), mojibake (UTF-8 read as Latin-1), very short and very long documents; plus undecodable
-records (invalid UTF-8, binary blobs, malformed JSON) that ingestion must quarantine.
+records (a line too short to tell its encoding, binary blobs, malformed JSON) that ingestion must quarantine.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def very_long(rng: random.Random, base: str, target: int) -> str:
 
 
 def broken_jsonl_lines(rng: random.Random) -> list[bytes]:
-    """Lines that must be quarantined with a reason: malformed JSON, invalid UTF-8, missing text field."""
+    """Lines that must be quarantined with a reason: malformed JSON, undecodable bytes, missing text field."""
     return [
         b'{"text": "an unterminated string}',
         b'["a", "list", "not", "an", "object"]',

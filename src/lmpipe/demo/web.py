@@ -4,7 +4,7 @@ Each article (a standard-library docstring not used as prose) sits inside realis
 navigation, a cookie banner, ads, a "most read" sidebar, a newsletter box and a footer, so the extractor
 has boilerplate to remove. Pages come in UTF-8, in windows-1252 declared by HTTP, and in windows-1252
 declared only by a ``<meta>`` tag. Planted records that ingestion must quarantine, one kind each:
-non-HTML payloads, an HTTP error and a redirect, a page with no main text, undecodable bytes, a blocklisted
+non-HTML payloads, an HTTP error and a redirect, a page with no main text, binary bytes, a blocklisted
 domain, a banned URL word, a corrupted block digest, HTTP headers that do not parse, and a record the
 file ends inside. Request and metadata records are interleaved as in a real crawl (not documents).
 """
@@ -218,7 +218,7 @@ def write_crawl(path: str | Path, articles: list[tuple[str, str]], seed: int) ->
     response(f"https://{site}/tags/", http_response(app_shell.encode(), "text/html; charset=utf-8"))
     planted["empty_extraction"] += 1
     response(f"https://{site}/blob.html", http_response(b"\x00\x01BIN" + rng.randbytes(400), "text/html"))
-    planted["undecodable"] += 1
+    planted["binary"] += 1  # lmpipe.decoding's reason for NUL bytes
     spam = page("Deals", ["BUY CHEAP WATCHES NOW!!! best price click here"] * 5, rng)
     response("https://videos.xhamster.com/watch/1", http_response(spam.encode(), "text/html; charset=utf-8"))
     planted["url_blocklist"] += 1

@@ -14,7 +14,8 @@ http_status       the HTTP status is not 2xx (redirects, errors: their bodies ar
 not_html          the payload type (Common Crawl's identified type, else HTTP's) is not in
                   ``web.content_types`` (WET records are text already)
 oversize          payload over ``web.max_html_bytes``; or text over ``ingest.max_chars``
-undecodable       no charset explains the payload (BOM, HTTP charset, ``<meta>`` charset, detection)
+binary,           the payload is binary, or no charset explains it with confidence
+undecodable       (``lmpipe.decoding``: BOM, UTF-8, HTTP charset or ``<meta>`` charset, detection)
 extraction_error  the extractor raised
 empty_extraction  the extractor found no main text
 empty             the main text is shorter than ``ingest.min_chars``
@@ -72,11 +73,13 @@ def url_filter_for(cfg: UrlFilterConfig) -> UrlFilter | None:
     return _url_filter(cfg.model_dump_json()) if cfg.enabled else None
 
 
-def _html_files(unit: Unit, opener) -> Iterator[RawRecord]:
-    with opener(unit) as f:
-        payload = f.read()
+def _html_files(unit: Unit) -> Iterator[RawRecord]:
+    from lmpipe.streams import read_all
+
+    payload, fault = read_all(unit)  # a cut .html.gz is 'truncated' / 'corrupt' like any other gzip input
     mime = mimetypes.guess_type(unit.path.removesuffix(".gz"))[0]
-    yield RawRecord(1, 0, content_type=mime, payload=payload)
+    yield RawRecord(1, 0, content_type=mime, payload=payload,
+                    problem=(fault.reason, fault.detail) if fault is not None else None)
 
 
 def _decide(
@@ -87,7 +90,7 @@ def _decide(
     urls: UrlFilter | None,
     extract: Extract | None,
 ) -> Document | Rejected:
-    from lmpipe.sources import RAW_CAP, _check_text
+    from lmpipe.formats import RAW_CAP, _check_text
 
     w, fmt = cfg.web, unit.format
 
@@ -108,9 +111,9 @@ def _decide(
         )
     declared = rec.charset or (meta_charset(rec.payload) if fmt != "wet" else "utf-8")
     try:
-        dec = decode_text(rec.payload, declared)
-    except UndecodableError as e:
-        return Rejected(doc, "undecodable", e.reason, rec.payload[:RAW_CAP])
+        dec = decode_text(rec.payload, declared, min_confidence=cfg.min_encoding_confidence)
+    except UndecodableError as e:  # reason 'binary' or 'undecodable'
+        return Rejected(doc, e.reason, e.detail, rec.payload[:RAW_CAP])
     doc.meta["charset"] = dec.encoding
     if extract is None:  # WET: the crawler already extracted the text
         text = dec.text
@@ -130,19 +133,20 @@ def _decide(
 
 def read_web(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
     """Stream one WARC / WET / HTML file as documents and quarantined records."""
-    from lmpipe.sources import _fs, _open, doc_id
+    from lmpipe.sources import doc_id, printable
+    from lmpipe.streams import open_raw
 
     w = cfg.web
     urls = url_filter_for(w.url_filter)
     extract = _extractor(w.model_dump_json()) if unit.format != "wet" else None
     if unit.format == "html":
-        records = _html_files(unit, _open)
+        records = _html_files(unit)
     else:
-        fs = _fs(unit.source)
-        f = fs.open(unit.path, "rb") if fs is not None else open(unit.path, "rb")  # noqa: SIM115
+        f = open_raw(unit)
         records = _closing(f, iter_records(f, unit.format, w.verify_digests))
+    path = printable(unit.path)
     for rec in records:
-        locator = unit.path if unit.format == "html" else f"{unit.path}#R{rec.n}"
+        locator = path if unit.format == "html" else f"{path}#R{rec.n}"
         meta: dict[str, Any] = {
             k: v
             for k, v in (
