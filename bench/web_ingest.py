@@ -53,11 +53,17 @@ def build_warc(path: Path, limit: int) -> tuple[int, int]:
         url = f"https://en.wiki-mirror.org/wiki/{i}"
         date = f"2024-05-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"
         req = f"GET /wiki/{i} HTTP/1.1\r\nHost: en.wiki-mirror.org\r\n\r\n".encode()
-        out.append(gzip.compress(warc_record("request", url, date, req, rng, "application/http; msgtype=request"), mtime=0))
+        out.append(
+            gzip.compress(
+                warc_record("request", url, date, req, rng, "application/http; msgtype=request"), mtime=0
+            )
+        )
         body = page(title, paras, rng).encode()
         payload += len(body)
         block = http_response(body, "text/html; charset=utf-8")
-        rec = warc_record("response", url, date, block, rng, headers={"WARC-Identified-Payload-Type": "text/html"})
+        rec = warc_record(
+            "response", url, date, block, rng, headers={"WARC-Identified-Payload-Type": "text/html"}
+        )
         out.append(gzip.compress(rec, mtime=0))
     path.write_bytes(b"".join(out))
     return len(pages), payload
@@ -70,8 +76,11 @@ def timed(fn, repeats: int) -> tuple[dict, object]:
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
-    return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-            "max_s": round(max(times), 3)}, out
+    return {
+        "median_s": round(statistics.median(times), 3),
+        "min_s": round(min(times), 3),
+        "max_s": round(max(times), 3),
+    }, out
 
 
 def main() -> None:
@@ -85,8 +94,9 @@ def main() -> None:
     from lmpipe.config import IngestConfig
     from lmpipe.documents import Document
     from lmpipe.executors import LocalExecutor
+    from lmpipe.formats import read_unit
     from lmpipe.ingest import ingest
-    from lmpipe.sources import plan_units, read_unit
+    from lmpipe.sources import plan_units
 
     tmp = Path(tempfile.mkdtemp())
     warc = tmp / "in" / "pages.warc.gz"
@@ -105,14 +115,16 @@ def main() -> None:
             from lmpipe.documents import iter_documents
 
             return {d.meta["url"]: d.text for d in iter_documents(out / "docs")}
+
         return run
 
     def ours_reader(extractor: str):
         c = cfg(extractor)
-        (_, group), = plan_units(c.sources[0])
+        ((_, group),) = plan_units(c.sources[0])
 
         def run():
             return {d.meta["url"]: d.text for d in read_unit(group, c) if isinstance(d, Document)}
+
         return run
 
     def datatrove():
@@ -127,14 +139,18 @@ def main() -> None:
         from fastwarc.warc import ArchiveIterator, WarcRecordType
 
         with open(warc, "rb") as f:
-            return sum(len(r.reader.read()) > 0 for r in ArchiveIterator(f, record_types=WarcRecordType.response,
-                                                                           parse_http=True))
+            return sum(
+                len(r.reader.read()) > 0
+                for r in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True)
+            )
 
     def warcio_only():
         from warcio.archiveiterator import ArchiveIterator
 
         with open(warc, "rb") as f:
-            return sum(len(r.content_stream().read()) > 0 for r in ArchiveIterator(f) if r.rec_type == "response")
+            return sum(
+                len(r.content_stream().read()) > 0 for r in ArchiveIterator(f) if r.rec_type == "response"
+            )
 
     runs = {
         "lmpipe_trafilatura_stage": ours_stage("trafilatura"),
@@ -149,8 +165,12 @@ def main() -> None:
     for name, fn in runs.items():
         timing, out = timed(fn, args.repeats)
         m = timing["median_s"]
-        results[name] = {**timing, "records_per_s": round(n_pages / m, 1), "warc_mb_per_s": round(file_mb / m, 3),
-                         "html_mb_per_s": round(html_mb / m, 3)}
+        results[name] = {
+            **timing,
+            "records_per_s": round(n_pages / m, 1),
+            "warc_mb_per_s": round(file_mb / m, 3),
+            "html_mb_per_s": round(html_mb / m, 3),
+        }
         if isinstance(out, dict):
             texts[name] = out
             results[name]["docs_out"] = len(out)
@@ -160,28 +180,44 @@ def main() -> None:
 
     def similarity(ours: dict) -> dict:
         common = sorted(set(ours) & set(peer))
-        ratios = [difflib.SequenceMatcher(None, ours[u].split(), peer[u].split(), autojunk=False).ratio()
-                  for u in common]
-        return {"mean": round(statistics.mean(ratios), 4) if ratios else None,
-                "median": round(statistics.median(ratios), 4) if ratios else None,
-                "pages_compared": len(common), "only_ours": len(set(ours) - set(peer)),
-                "only_datatrove": len(set(peer) - set(ours))}
+        ratios = [
+            difflib.SequenceMatcher(None, ours[u].split(), peer[u].split(), autojunk=False).ratio()
+            for u in common
+        ]
+        return {
+            "mean": round(statistics.mean(ratios), 4) if ratios else None,
+            "median": round(statistics.median(ratios), 4) if ratios else None,
+            "pages_compared": len(common),
+            "only_ours": len(set(ours) - set(peer)),
+            "only_datatrove": len(set(peer) - set(ours)),
+        }
 
     dt = results["datatrove_warcreader_trafilatura"]["median_s"]
-    write_result("web_ingest", {
-        "input": f"{n_pages} WikiText-2 sections as HTML pages with boilerplate, one .warc.gz (+ request records)",
-        "pages": n_pages, "warc_mb": round(file_mb, 2), "html_mb": round(html_mb, 2), "repeats": args.repeats,
-        "pinned_to_core": args.core, "results": results,
-        "speedup_vs_datatrove": {k: round(dt / results[k]["median_s"], 2) for k in results
-                                 if k.startswith("lmpipe")},
-        "warc_layer_speedup_fastwarc_vs_warcio": round(results["warc_layer_warcio"]["median_s"]
-                                                       / results["warc_layer_fastwarc"]["median_s"], 2),
-        "similarity_to_datatrove": {"trafilatura": similarity(texts["lmpipe_trafilatura_stage"]),
-                                    "resiliparse": similarity(texts["lmpipe_resiliparse_stage"])},
-        "settings": "both trafilatura runs: favor_precision=True, include_comments=False; datatrove with its "
-                    "defaults (deduplicate=True, per-page timeout in a sandbox process), lmpipe with "
-                    "deduplicate=False (deterministic output) and no timeout (payload size cap instead)",
-    })
+    write_result(
+        "web_ingest",
+        {
+            "input": f"{n_pages} WikiText-2 sections as HTML pages with boilerplate, one .warc.gz (+ request records)",
+            "pages": n_pages,
+            "warc_mb": round(file_mb, 2),
+            "html_mb": round(html_mb, 2),
+            "repeats": args.repeats,
+            "pinned_to_core": args.core,
+            "results": results,
+            "speedup_vs_datatrove": {
+                k: round(dt / results[k]["median_s"], 2) for k in results if k.startswith("lmpipe")
+            },
+            "warc_layer_speedup_fastwarc_vs_warcio": round(
+                results["warc_layer_warcio"]["median_s"] / results["warc_layer_fastwarc"]["median_s"], 2
+            ),
+            "similarity_to_datatrove": {
+                "trafilatura": similarity(texts["lmpipe_trafilatura_stage"]),
+                "resiliparse": similarity(texts["lmpipe_resiliparse_stage"]),
+            },
+            "settings": "both trafilatura runs: favor_precision=True, include_comments=False; datatrove with its "
+            "defaults (deduplicate=True, per-page timeout in a sandbox process), lmpipe with "
+            "deduplicate=False (deterministic output) and no timeout (payload size cap instead)",
+        },
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

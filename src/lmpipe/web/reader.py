@@ -78,8 +78,13 @@ def _html_files(unit: Unit) -> Iterator[RawRecord]:
 
     payload, fault = read_all(unit)  # a cut .html.gz is 'truncated' / 'corrupt' like any other gzip input
     mime = mimetypes.guess_type(unit.path.removesuffix(".gz"))[0]
-    yield RawRecord(1, 0, content_type=mime, payload=payload,
-                    problem=(fault.reason, fault.detail) if fault is not None else None)
+    yield RawRecord(
+        1,
+        0,
+        content_type=mime,
+        payload=payload,
+        problem=(fault.reason, fault.detail) if fault is not None else None,
+    )
 
 
 def _decide(
