@@ -65,7 +65,8 @@ STAGES: tuple[Stage, ...] = (
           inputs={"raw": "data/raw"},
           outputs={"out": Out("data/ingest/docs", persist=True, why="finished units survive a crash"),
                    "rejected": Out("data/ingest/rejected", persist=True)},
-          params=("ingest", *GATES, "gates.stages.ingest"), gate=True),
+          params=("ingest", *GATES, "gates.stages.ingest"), gate=True,
+          data=("src/lmpipe/web/data",)),  # the URL filter's shipped lists
     Stage("score", "lmpipe.filters.score", "tag once: every quality measurement stored beside each document",
           inputs={"docs": "data/ingest/docs"}, deps=("data/eval", "data/raw/labels"),
           outputs={"out": Out("data/scored/docs", persist=True), "rejected": Out("data/scored/rejected", persist=True),

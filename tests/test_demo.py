@@ -84,3 +84,16 @@ def test_labelled_toxicity_set_trains_a_classifier_that_flags_insults_only(demo)
     ]
     assert all(clf.predict(t) < 0.5 for t in clean), [clf.predict(t) for t in clean]
     assert clf.predict("Nobody asked you, you pathetic worthless moron.") > 0.5
+
+
+def test_demo_crawl_ingests_with_exactly_the_planted_quarantine(demo, tmp_path):
+    from lmpipe.config import IngestConfig
+    from lmpipe.executors import LocalExecutor
+    from lmpipe.ingest import ingest
+
+    root, summary = demo
+    cfg = IngestConfig(sources=[{"uri": str(root / "raw" / "crawl" / "*.warc.gz"), "domain": "web"}])
+    stats = ingest(cfg, tmp_path / "docs", tmp_path / "rej", LocalExecutor(1))
+    planted = {k.removeprefix("crawl_"): v for k, v in summary["planted"].items() if k.startswith("crawl_")}
+    assert stats["kept"] == planted.pop("article") == SMALL.web_pages
+    assert stats["by_reason"] == planted and stats["in"] == summary["docs"]["crawl"]

@@ -10,6 +10,8 @@ code       standard-library functions and classes      ``code.parquet``
 math       word problems with worked answers           ``math.jsonl``
 fiction    articles about invented organisations       ``fiction/*.md``
 web        noise: boilerplate, spam, toxic, mojibake…  ``web/*``
+web        a crawl: HTML articles in page boilerplate  ``crawl/pages.warc.gz``
+           plus records ingestion must quarantine
 =========  ==========================================  ==========================
 
 Exact and near duplicates are planted in prose and fiction; toxic noise uses terms of the filter's default word
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from lmpipe.contract import StageIO
     from lmpipe.executors import Executor
 from lmpipe.demo import mathgen, noise, stdlib, world
+from lmpipe.demo.web import title_of, web_article_like, write_crawl
 
 
 def _jsonl(path: Path, rows: list[dict], gz: bool = False) -> None:
@@ -53,7 +56,7 @@ def _take(items: list, n: int, rng: random.Random) -> list:
 
 def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Path) -> dict:
     raw, ev = Path(raw_dir), Path(eval_dir)
-    for d in (raw / "fiction", raw / "web", ev):
+    for d in (raw / "fiction", raw / "web", raw / "crawl", ev):
         d.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     planted: Counter[str] = Counter()
@@ -117,9 +120,18 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     qa = [q for o in orgs for q in world.questions(o, orgs, rng)]
     _jsonl(ev / "fiction_qa.jsonl", qa)
 
+    # docstrings after those taken as prose: distinct text, so dedup has no cross-domain work here
+    seen = {r["text"] for r in prose}
+    fresh = ((loc, t) for loc, t in long_enough  # one page per docstring, article-like ones (web rules judge them)
+             if web_article_like(t) and t not in seen and not seen.add(t))
+    pages = [(title_of(loc), t[: cfg.max_doc_chars]) for loc, t in stdlib.take(fresh, cfg.web_pages)]
+    crawl = write_crawl(raw / "crawl" / "pages.warc.gz", pages, seed)
+    planted.update({f"crawl_{k}": v for k, v in crawl["planted"].items()})
+
     summary = {
         "docs": {"prose": len(prose), "code": len(code), "math": len(maths),
-                 "fiction": len(articles) + sum(1 for _ in (raw / "fiction").glob("*-mirror.md")), "web": len(web)},
+                 "fiction": len(articles) + sum(1 for _ in (raw / "fiction").glob("*-mirror.md")), "web": len(web),
+                 "crawl": crawl["records"]},
         "planted": dict(sorted(planted.items())),
         "qa_questions": len(qa),
     }
