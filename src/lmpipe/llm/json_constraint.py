@@ -11,9 +11,11 @@ so each state's mask is computed once by walking a trie of the vocabulary's byte
 subtree at the first byte that breaks the grammar, and cached. Inside strings, where almost every token is
 allowed, only the tokens holding a quote, backslash or control byte are walked.
 
-Two limits keep a small model from wandering: at most ``MAX_WS`` whitespace bytes in a row outside strings
-(models under a constraint otherwise tend to emit endless newlines) and at most ``MAX_DEPTH`` nested
-containers (bounded nesting keeps the number of distinct states, and so of cached masks, finite).
+A few limits keep a small model from wandering: whitespace runs outside strings hold at most
+``MAX_NEWLINES`` line breaks and the indentation pretty-printing needs at that depth (models under a
+constraint otherwise tend to emit endless newlines), numbers at most ``MAX_DIGITS`` digits per part, and
+at most ``MAX_DEPTH`` containers nest (bounded nesting keeps the number of distinct states, and so of
+cached masks, finite).
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-MAX_WS = 4  # enough for "\n  " indentation of pretty-printed JSON, short enough to stop newline loops
+MAX_NEWLINES = 2  # per whitespace run outside strings: small models under a constraint loop on newlines
+INDENT = 4  # spaces/tabs allowed per run: INDENT per open container (pretty-printed JSON), plus one
 MAX_DEPTH = 16
+MAX_DIGITS = 16  # per part of a number: small models otherwise repeat a digit until max_tokens
 MASK_CACHE = 512  # masks kept per vocabulary (one bool per token each)
 
 # modes of the automaton
 ROOT, VALUE, OBJ_FIRST, OBJ_KEY, COLON, AFTER, ARR_FIRST, STR, STR_ESC, STR_U, NUM, LIT, DONE = range(13)
-State = tuple[int, str, Any, int]  # (mode, open containers as '{'/'[' chars, mode detail, whitespace run)
+# (mode, open containers as '{'/'[' chars, mode detail, whitespace run as newlines << 8 | blanks). The detail: STR/STR_ESC whether
+# the string is a key, STR_U (is key, hex digits left), NUM (number part, digits in that part), LIT the rest
+State = tuple[int, str, Any, int]
 
 _WS = frozenset(b" \t\n\r")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -74,9 +80,9 @@ def _start_value(stack: str, b: int) -> State | None:
     if b == 0x22:
         return (STR, stack, False, 0)
     if b == 0x2D:
-        return (NUM, stack, "minus", 0)
+        return (NUM, stack, ("minus", 0), 0)
     if b in _DIGITS:
-        return (NUM, stack, "zero" if b == 0x30 else "int", 0)
+        return (NUM, stack, ("zero" if b == 0x30 else "int", 1), 0)
     if b in _LITERALS:
         return (LIT, stack, _LITERALS[b], 0)
     return None
@@ -101,10 +107,12 @@ def step(s: State, b: int) -> State | None:
             return None
         return (STR, stack, key, 0) if left == 1 else (STR_U, stack, (key, left - 1), 0)
     if mode == NUM:
-        nxt = _NUM.get((sub, _num_class(b)))
+        part, digits = sub
+        nxt = _NUM.get((part, _num_class(b)))
         if nxt is not None:
-            return (NUM, stack, nxt, 0)
-        if sub not in _NUM_END:
+            run = digits + 1 if nxt == part else int(b in _DIGITS)
+            return (NUM, stack, (nxt, run), 0) if run <= MAX_DIGITS else None
+        if part not in _NUM_END:
             return None
         return step(_after_value(stack), b)  # the number ended: this byte belongs to what follows
     if mode == LIT:
@@ -114,7 +122,16 @@ def step(s: State, b: int) -> State | None:
     if mode == DONE:
         return None  # nothing after the top-level value: the next token must be end-of-sequence
     if b in _WS:
-        return (mode, stack, sub, ws + 1) if ws < MAX_WS and mode != ROOT else None
+        if mode == ROOT:
+            return None
+        newlines, blanks = ws >> 8, ws & 0xFF  # the run so far
+        if b in (0x0A, 0x0D):
+            newlines, blanks = newlines + 1, 0  # indentation restarts on each line
+        else:
+            blanks += 1
+        if newlines > MAX_NEWLINES or blanks > INDENT * len(stack) + 1:
+            return None
+        return (mode, stack, sub, newlines << 8 | blanks)
     if mode == ROOT:  # json_object: the top-level value is an object
         return (OBJ_FIRST, "{", None, 0) if b == 0x7B else None
     if mode == VALUE:
@@ -320,5 +337,5 @@ class SchemaConstraint:
         return state if nxt is None else int(nxt)
 
 
-# outlines-core's whitespace between JSON tokens: a short run, as ``MAX_WS`` for json_object
+# outlines-core's whitespace between JSON tokens: a short run (json_object's limits need a pushdown state)
 WHITESPACE = r"[ \n]{0,2}"
