@@ -33,6 +33,7 @@ from lmpipe.synth import thoughts
 from lmpipe.synth.entigraph import (
     Extraction,
     derive_seed,
+    entity_format,
     format_entities,
     heuristic_entities,
     parse_entities,
@@ -146,7 +147,9 @@ class ShardAugmenter:
         self.seen_texts: set[str] = set()
         self.stats: Counter[str] = Counter()
 
-    def _request(self, prompt: str, max_tokens: int, *seed_parts: object) -> GenRequest:
+    def _request(
+        self, prompt: str, max_tokens: int, *seed_parts: object, response_format: str = ""
+    ) -> GenRequest:
         c = self.cfg
         return GenRequest(
             messages=(("user", prompt),),
@@ -155,6 +158,7 @@ class ShardAugmenter:
             top_p=c.top_p,
             repetition_penalty=c.repetition_penalty,
             seed=derive_seed(self.job.seed, *seed_parts),
+            response_format=response_format,
         )
 
     # ---------------------------------------------------------------------------- step 1: entities
@@ -176,6 +180,7 @@ class ShardAugmenter:
                     w.doc.id,
                     "entities",
                     attempt,
+                    response_format=entity_format(eg),
                 )
                 for w in pending
             ]
