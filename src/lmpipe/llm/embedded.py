@@ -9,6 +9,8 @@ it is not the default (see README).
 Generation is our own short loop over the model's KV cache rather than ``model.generate``: every request
 keeps its own sampling params and its own seeded RNG, so a request's output depends on its seed alone and
 not on which other requests shared its batch. Greedy decoding matches ``model.generate(do_sample=False)``.
+The same loop masks the vocabulary for requests that ask for JSON (``json_constraint``), records the
+model's log-probabilities for requests that ask for them, and reports each token to a streaming callback.
 """
 
 from __future__ import annotations
