@@ -110,6 +110,11 @@ def test_json_object_and_schema_requests(tiny: EmbeddedBackend) -> None:
     assert all(isinstance(o, GenResult) and o.text.startswith("{") for o in outs)
     assert all(isinstance(json.loads(o.text), dict) for o in outs if o.finish_reason == "stop")
     assert outs[-1].finish_reason == "stop" and isinstance(json.loads(outs[-1].text)["n"], int)
+    # a schema's property order is the order of generation (as with OpenAI structured outputs)
+    ordered = {"type": "object", "properties": {"z": {"type": "integer"}, "a": {"type": "integer"}},
+               "required": ["z", "a"], "additionalProperties": False}  # fmt: skip
+    out = tiny.generate([_chat("o", max_tokens=60, response_format=json_format(ordered))])[0]
+    assert list(json.loads(out.text)) == ["z", "a"]
     bad = tiny.generate([_chat("x", response_format='{"type": "xml"}')])[0]
     assert isinstance(bad, GenFailure) and "xml" in bad.detail
 

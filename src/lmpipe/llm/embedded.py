@@ -146,7 +146,7 @@ class EmbeddedBackend:
             spec = fmt.get("json_schema")
             if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
                 raise ValueError("response_format.json_schema.schema must be a JSON schema object")
-            key = json.dumps(spec["schema"], sort_keys=True)
+            key = json.dumps(spec["schema"])  # not sorted: property order is the order of generation
             if key not in self._schemas:
                 eos = self.tok.eos_token_id if self.tok.eos_token_id is not None else min(self.eos_ids)
                 self._schemas[key] = SchemaConstraint(

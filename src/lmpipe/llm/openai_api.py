@@ -41,7 +41,7 @@ class ResponseFormat(_Strict):
     json_schema: JSONSchemaSpec | None = None
 
     def canonical(self) -> str:
-        """``GenRequest.response_format``: "" for text, else sorted-key JSON (a stable cache key)."""
+        """``GenRequest.response_format``: "" for text, else compact JSON (a stable cache key)."""
         if self.type == "text":
             return ""
         if self.type == "json_object":
@@ -49,7 +49,8 @@ class ResponseFormat(_Strict):
         if self.json_schema is None:
             raise ValueError("response_format.json_schema is required when type is 'json_schema'")
         spec = {"name": self.json_schema.name, "schema": self.json_schema.schema_, "strict": True}
-        return json.dumps({"type": "json_schema", "json_schema": spec}, sort_keys=True, separators=(",", ":"))
+        # keys keep their order: a schema's property order is the order the model writes them in
+        return json.dumps({"type": "json_schema", "json_schema": spec}, separators=(",", ":"))
 
 
 class StreamOptions(_Strict):

@@ -31,7 +31,7 @@ class GenRequest:
     stop: tuple[str, ...] = ()
     logprobs: bool = False  # return each generated token's log-probability
     top_logprobs: int = 0  # ... and this many most likely alternatives per position
-    response_format: str = ""  # "" = free text, else canonical JSON of an OpenAI response_format object
+    response_format: str = ""  # "" = free text, else compact JSON of an OpenAI response_format object
 
     @property
     def kind(self) -> Kind:
@@ -60,7 +60,7 @@ def json_format(schema: dict | None = None, name: str = "output") -> str:
     fmt: dict = {"type": "json_object"}
     if schema is not None:
         fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
-    return json.dumps(fmt, sort_keys=True, separators=(",", ":"))
+    return json.dumps(fmt, separators=(",", ":"))  # unsorted: property order is generation order
 
 
 class TokenLogprob(TypedDict):
