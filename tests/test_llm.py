@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from lmpipe.llm.cache import CachedBackend, ResponseCache
 from lmpipe.llm.embedded import EmbeddedBackend, resolve_model
 from lmpipe.llm.testing import build_tiny_model
-from lmpipe.llm.types import GenRequest, GenResult
+from lmpipe.llm.types import GenFailure, GenRequest, GenResult, json_format
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +60,70 @@ def test_output_does_not_depend_on_batch_mates(tiny: EmbeddedBackend) -> None:
         GenRequest(prompt="1851", max_tokens=6, temperature=1.2, repetition_penalty=1.3, seed=3),
         _chat("another", max_tokens=9, repetition_penalty=1.2, seed=4),
         _chat("fifth, in a second micro-batch", max_tokens=5, temperature=0.7, seed=5),
+        _chat("json", max_tokens=12, temperature=0.9, seed=6, response_format=json_format()),
+        GenRequest(prompt="logprobs", max_tokens=6, logprobs=True, top_logprobs=2),
     ]
     together = tiny.generate(reqs)
     alone = [tiny.generate([r])[0] for r in reqs]
     assert [o.text for o in together] == [o.text for o in alone]
     assert [o.completion_tokens for o in together] == [o.completion_tokens for o in alone]
+    a, b = together[-1].logprobs, alone[-1].logprobs  # equal up to float noise from padded batching
+    assert [e["token"] for e in a] == [e["token"] for e in b]
+    assert [e["logprob"] for e in a] == pytest.approx([e["logprob"] for e in b], abs=1e-4)
+
+
+def test_streamed_deltas_add_up_to_the_text_and_never_show_a_stop_string(tiny: EmbeddedBackend) -> None:
+    full = tiny.generate([_chat("stream test", max_tokens=24)])[0]
+    stop = full.text[10:14]
+    reqs = [_chat("stream test", max_tokens=24), _chat("stream test", max_tokens=24, stop=(stop,))]
+    deltas: dict[int, list[str]] = {0: [], 1: []}
+    outs = tiny.generate(reqs, on_token=lambda i, d, lp: deltas[i].append(d))
+    # one call per token; the pieces add up to the text, bar a trailing partial character held back
+    assert outs[0].text == full.text and len(deltas[0]) == full.completion_tokens
+    assert outs[0].text.startswith("".join(deltas[0])) and len(outs[0].text) - len("".join(deltas[0])) <= 1
+    streamed = "".join(deltas[1])
+    assert stop not in streamed and outs[1].text.startswith(streamed)
+    assert outs[1].text == full.text[: full.text.index(stop)]
+
+
+def test_logprobs_are_the_models_own_log_softmax(tiny: EmbeddedBackend) -> None:
+    req = GenRequest(prompt="The guild", max_tokens=4, logprobs=True, top_logprobs=3)
+    out = tiny.generate([req])[0]
+    ids = tiny.tok(req.prompt)["input_ids"]
+    assert out.logprobs is not None and len(out.logprobs) == out.completion_tokens
+    with torch.inference_mode():
+        for entry in out.logprobs:
+            logp = torch.log_softmax(tiny.model(torch.tensor([ids])).logits[0, -1].double(), -1)
+            top = torch.topk(logp, 3)
+            assert [a["logprob"] for a in entry["top_logprobs"]] == pytest.approx(
+                top.values.tolist(), abs=1e-5
+            )
+            best = int(top.indices[0])
+            assert entry["logprob"] == pytest.approx(float(logp[best]), abs=1e-5)
+            assert bytes(entry["bytes"]).decode(errors="replace") == tiny.tok.decode([best])
+            ids.append(best)
+
+
+def test_json_object_and_schema_requests(tiny: EmbeddedBackend) -> None:
+    """The tiny model is random, so what it writes is noise: but noise inside the JSON grammar."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}  # fmt: skip
+    reqs = [
+        _chat(f"j{i}", max_tokens=40, temperature=1.0, seed=i, response_format=json_format())
+        for i in range(6)
+    ]
+    reqs.append(_chat("s", max_tokens=40, temperature=1.0, response_format=json_format(schema)))
+    outs = tiny.generate(reqs)
+    assert all(isinstance(o, GenResult) and o.text.startswith("{") for o in outs)
+    assert all(isinstance(json.loads(o.text), dict) for o in outs if o.finish_reason == "stop")
+    assert outs[-1].finish_reason == "stop" and isinstance(json.loads(outs[-1].text)["n"], int)
+    # a schema's property order is the order of generation (as with OpenAI structured outputs)
+    ordered = {"type": "object", "properties": {"z": {"type": "integer"}, "a": {"type": "integer"}},
+               "required": ["z", "a"], "additionalProperties": False}  # fmt: skip
+    out = tiny.generate([_chat("o", max_tokens=60, response_format=json_format(ordered))])[0]
+    assert list(json.loads(out.text)) == ["z", "a"]
+    bad = tiny.generate([_chat("x", response_format='{"type": "xml"}')])[0]
+    assert isinstance(bad, GenFailure) and "xml" in bad.detail
 
 
 def test_seeded_sampling_is_reproducible_and_seed_sensitive(tiny: EmbeddedBackend) -> None:
@@ -169,6 +230,15 @@ def test_cache_misses_when_any_request_field_differs(tmp_path: Path) -> None:
     cached.close()
 
 
+def test_cache_keys_of_older_requests_still_match() -> None:
+    """Fields added later are left out of the key at their defaults: responses cached before them still hit."""
+    base = _chat("x", max_tokens=8, temperature=0.5, seed=1)
+    old_fields = {"messages": [["user", "x"]], "prompt": "", "max_tokens": 8, "temperature": 0.5, "top_p": 1.0,
+                  "repetition_penalty": 1.0, "seed": 1, "stop": []}  # fmt: skip
+    payload = json.dumps({"model": "m", **old_fields}, sort_keys=True, ensure_ascii=False)
+    assert base.key("m") == hashlib.sha256(payload.encode()).hexdigest()
+
+
 def test_cache_serves_repeats_without_calling_the_model(tiny: EmbeddedBackend, tmp_path: Path) -> None:
     db = tmp_path / "cache.sqlite"
     reqs = [_chat(f"prompt {i}", max_tokens=6, seed=i) for i in range(3)]
@@ -179,6 +249,11 @@ def test_cache_serves_repeats_without_calling_the_model(tiny: EmbeddedBackend, t
     second = cached.generate(reqs + [reqs[0]])
     assert tiny.usage.requests - before == 3  # nothing new reached the model
     assert [o.text for o in second] == [o.text for o in first] + [first[0].text]
+    lp_req = _chat("prompt 0", max_tokens=3, logprobs=True, top_logprobs=1)
+    assert lp_req.key("m") != reqs[0].key("m")
+    fresh = cached.generate([lp_req])[0]
+    hit = CachedBackend(tiny, ResponseCache(db)).generate([lp_req])[0]
+    assert hit.cached and hit.logprobs == fresh.logprobs and len(hit.logprobs) == 3
     assert all(o.cached for o in second) and cached.usage.cache_hits == 4
     # a fresh process reading the same file: still hits (persistent, not in-memory)
     code = (

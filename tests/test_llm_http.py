@@ -10,7 +10,7 @@ import pytest
 
 from lmpipe.llm.http import HTTPBackend, retry_after_seconds
 from lmpipe.llm.testing import FaultServer, default_reply
-from lmpipe.llm.types import GenFailure, GenRequest, GenResult
+from lmpipe.llm.types import GenFailure, GenRequest, GenResult, json_format
 
 
 def _client(url: str, **kw: object) -> HTTPBackend:
@@ -149,3 +149,33 @@ def test_api_key_from_env_sent_but_never_logged(
     assert srv.headers_seen[0].get("Authorization") == "Bearer sk-very-secret"
     assert "sk-very-secret" not in repr(client) + caplog.text
     assert "retry 1/3" in caplog.text
+
+
+def test_response_format_and_logprobs_are_sent_and_missing_logprobs_are_malformed() -> None:
+    bodies: list[dict] = []
+
+    def script(req: dict, attempt: int) -> str:
+        bodies.append(req)
+        return "ok"
+
+    with FaultServer(script) as srv:
+        client = _client(srv.url, max_retries=1)
+        schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+        outs = client.generate(
+            [
+                GenRequest.chat([{"role": "user", "content": "j"}], response_format=json_format()),
+                GenRequest(prompt="s", response_format=json_format(schema, "thing")),
+                GenRequest.chat([{"role": "user", "content": "lp"}], logprobs=True, top_logprobs=2),
+            ]
+        )
+    by = {(b.get("messages") or [{"content": b.get("prompt")}])[-1]["content"]: b for b in bodies}
+    assert by["j"]["response_format"] == {"type": "json_object"}
+    assert by["s"]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "thing", "schema": schema, "strict": True},
+    }
+    assert by["lp"]["logprobs"] is True and by["lp"]["top_logprobs"] == 2
+    assert "logprobs" not in by["j"] and "response_format" not in by["lp"]
+    assert isinstance(outs[0], GenResult) and isinstance(outs[1], GenResult)
+    # the fault server's replies carry no logprobs: asked for and missing is a malformed reply
+    assert isinstance(outs[2], GenFailure) and outs[2].reason == "malformed_response"

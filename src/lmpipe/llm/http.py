@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from lmpipe.llm.types import GenFailure, GenRequest, GenResult, Outcome, Usage
+from lmpipe.llm.types import GenFailure, GenRequest, GenResult, Outcome, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class _Malformed(Exception):
     pass
 
 
-def parse_completion(body: bytes, kind: str) -> GenResult:
+def parse_completion(body: bytes, kind: str, want_logprobs: bool = False) -> GenResult:
     """An OpenAI chat/completions response body → ``GenResult``; raises ``_Malformed`` when it is not one."""
     try:
         data = json.loads(body)
@@ -87,7 +87,27 @@ def parse_completion(body: bytes, kind: str) -> GenResult:
         finish_reason=str(choice.get("finish_reason") or "stop"),
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
+        logprobs=_logprobs(choice.get("logprobs"), kind) if want_logprobs else None,
     )
+
+
+def _logprobs(lp: Any, kind: str) -> list[TokenLogprob]:
+    """Either OpenAI logprobs shape → chat-shaped entries; raises ``_Malformed`` when missing."""
+    try:
+        if kind == "chat":
+            return [
+                {"token": e["token"], "logprob": float(e["logprob"]), "bytes": list(e.get("bytes") or []),
+                 "top_logprobs": list(e.get("top_logprobs") or [])}
+                for e in lp["content"]
+            ]  # fmt: skip
+        return [
+            {"token": t, "logprob": float(v), "bytes": list(t.encode()),
+             "top_logprobs": [{"token": k, "logprob": x, "bytes": list(k.encode())}
+                              for k, x in sorted(top.items(), key=lambda kv: -kv[1])]}
+            for t, v, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"], strict=True)
+        ]  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Malformed(f"logprobs asked for but not returned: {type(exc).__name__}: {exc}") from None
 
 
 class HTTPBackend:
@@ -142,6 +162,13 @@ class HTTPBackend:
             body["stop"] = list(req.stop)
         if req.repetition_penalty != 1.0:  # a vLLM / llama.cpp / lmpipe extension; omitted when neutral
             body["repetition_penalty"] = req.repetition_penalty
+        if req.response_format:  # JSON mode / structured outputs (OpenAI, vLLM, llama.cpp, serve-llm)
+            body["response_format"] = json.loads(req.response_format)
+        if req.logprobs:
+            if req.kind == "chat":
+                body["logprobs"], body["top_logprobs"] = True, req.top_logprobs
+            else:
+                body["logprobs"] = req.top_logprobs
         if req.kind == "chat":
             body["messages"] = req.message_dicts()
             return "/chat/completions", body
@@ -176,7 +203,7 @@ class HTTPBackend:
                 else:
                     if resp.status_code == 200:
                         try:
-                            return parse_completion(raw, req.kind)
+                            return parse_completion(raw, req.kind, req.logprobs)
                         except _Malformed as exc:
                             last = GenFailure("malformed_response", str(exc), raw[:RAW_LIMIT])
                     elif resp.status_code in RETRY_STATUS:

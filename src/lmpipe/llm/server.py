@@ -3,8 +3,9 @@
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health`` and
 ``GET /stats`` (requests served, tokens, batches: tests use it to prove a rerun sent nothing).
 Requests arriving together are batched: the first request opens a window of ``batch_wait_ms`` during
-which up to ``batch_size`` requests join it; the batch runs on a worker thread so the event loop keeps
-accepting connections. Only non-streaming, ``n=1`` requests are supported.
+which up to ``batch_size`` generations join it (a request with ``n`` choices brings ``n``); the batch runs
+on a worker thread so the event loop keeps accepting connections. Streamed requests get their tokens as
+server-sent events while their batch runs. What the request bodies may hold is in ``openai_api``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,25 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the handlers' annotations here
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from lmpipe.llm.types import Backend, GenRequest, GenResult, Outcome
+from lmpipe.llm import openai_api as api
+from lmpipe.llm.types import GenFailure, GenRequest, GenResult, OnToken, Outcome, TokenLogprob
+
+Sink = Callable[[str, "TokenLogprob | None"], None]
+
+
+class StreamingBackend(Protocol):
+    """A backend that can report tokens as they are generated (``EmbeddedBackend``)."""
+
+    model_id: str
+
+    def generate(self, requests: list[GenRequest], on_token: OnToken | None = None) -> list[Outcome]: ...
 
 
 @dataclass
@@ -27,6 +39,7 @@ class Stats:
     requests: int = 0
     chat_requests: int = 0
     completion_requests: int = 0
+    streamed_requests: int = 0
     batches: int = 0
     max_batch: int = 0
     prompt_tokens: int = 0
@@ -38,14 +51,19 @@ class Stats:
 class Batcher:
     """Collects concurrent requests into batches for one backend (which is never called concurrently)."""
 
-    def __init__(self, backend: Backend, batch_size: int, wait_s: float, stats: Stats) -> None:
+    def __init__(self, backend: StreamingBackend, batch_size: int, wait_s: float, stats: Stats) -> None:
         self.backend, self.batch_size, self.wait_s, self.stats = backend, batch_size, wait_s, stats
-        self.queue: asyncio.Queue[tuple[GenRequest, asyncio.Future[Outcome]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[GenRequest, asyncio.Future[Outcome], Sink | None]] = asyncio.Queue()
         self._lock = threading.Lock()
 
-    async def submit(self, req: GenRequest) -> Outcome:
-        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self.queue.put((req, fut))
+    async def submit(self, req: GenRequest, sink: Sink | None = None) -> Outcome:
+        """The outcome of ``req``; ``sink(text_delta, logprob)`` is called on the event loop per token."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Outcome] = loop.create_future()
+        threadsafe = None
+        if sink is not None:
+            threadsafe = lambda d, lp: loop.call_soon_threadsafe(sink, d, lp)  # noqa: E731
+        await self.queue.put((req, fut, threadsafe))
         return await fut
 
     async def run(self) -> None:
@@ -61,60 +79,34 @@ class Batcher:
                     batch.append(await asyncio.wait_for(self.queue.get(), max(timeout, 0)))
                 except TimeoutError:
                     break
-            reqs = [r for r, _ in batch]
+            reqs, sinks = [r for r, _, _ in batch], [s for _, _, s in batch]
             try:
-                outs = await loop.run_in_executor(None, self._generate, reqs)
+                outs = await loop.run_in_executor(None, self._generate, reqs, sinks)
             except Exception as exc:  # a backend bug fails this batch's requests, not the server
-                for _, fut in batch:
+                for _, fut, _ in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
             self.stats.batches += 1
             self.stats.max_batch = max(self.stats.max_batch, len(batch))
-            for (_, fut), out in zip(batch, outs, strict=True):
+            for (_, fut, _), out in zip(batch, outs, strict=True):
                 if not fut.done():
                     fut.set_result(out)
 
-    def _generate(self, reqs: list[GenRequest]) -> list[Outcome]:
+    def _generate(self, reqs: list[GenRequest], sinks: list[Sink | None]) -> list[Outcome]:
         with self._lock:
-            return self.backend.generate(reqs)
+            if not any(sinks):
+                return self.backend.generate(reqs)
 
+            def on_token(i: int, delta: str, lp: TokenLogprob | None) -> None:
+                if sinks[i] is not None:
+                    sinks[i](delta, lp)
 
-def _request_from(body: dict[str, Any], chat: bool, defaults: dict[str, Any]) -> GenRequest:
-    stop = body.get("stop") or ()
-    kw = {
-        "max_tokens": int(
-            body.get("max_tokens") or body.get("max_completion_tokens") or defaults["max_tokens"]
-        ),
-        "temperature": float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
-        "top_p": float(body.get("top_p") if body.get("top_p") is not None else 1.0),
-        "repetition_penalty": float(body.get("repetition_penalty") or 1.0),
-        "seed": int(body.get("seed") or 0),
-        "stop": (stop,) if isinstance(stop, str) else tuple(stop),
-    }
-    if kw["max_tokens"] < 1:
-        raise ValueError("max_tokens must be >= 1")
-    if chat:
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise ValueError("'messages' must be a non-empty list")
-        return GenRequest(messages=tuple((str(m["role"]), _content(m.get("content"))) for m in msgs), **kw)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise ValueError("'prompt' must be a string")
-    return GenRequest(prompt=prompt, **kw)
-
-
-def _content(content: Any) -> str:
-    if isinstance(content, list):  # content parts: keep the text ones
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content or "")
+            return self.backend.generate(reqs, on_token=on_token)
 
 
 def create_app(
-    backend: Backend,
+    backend: StreamingBackend,
     model_name: str,
     batch_size: int = 8,
     batch_wait_ms: float = 20.0,
@@ -122,7 +114,6 @@ def create_app(
 ) -> Any:
     stats = Stats()
     batcher = Batcher(backend, batch_size, batch_wait_ms / 1000, stats)
-    defaults = {"max_tokens": default_max_tokens}
 
     async def lifespan(app: Any):  # noqa: ANN202 - FastAPI lifespan protocol
         task = asyncio.create_task(batcher.run())
@@ -132,45 +123,100 @@ def create_app(
     app = FastAPI(title="lmpipe serve-llm", lifespan=lifespan)
     app.state.stats = stats
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    def error(
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+    ) -> JSONResponse:
         stats.errors += 1
-        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+        return JSONResponse(body, status_code=status)
 
     async def serve(request: Request, chat: bool) -> Any:
         try:
-            body = await request.json()
-            req = _request_from(body, chat, defaults)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return error(400, f"bad request: {exc}")
-        if body.get("stream"):
-            return error(400, "streaming is not supported")
+            body, groups = api.parse(await request.body(), chat, default_max_tokens)
+        except api.BadRequest as exc:
+            return error(400, exc.message, exc.param)
+        if body.model is not None and body.model != model_name:
+            return error(404, f"model {body.model!r} not found (this server serves {model_name!r})",
+                         "model", code="model_not_found")  # fmt: skip
         stats.requests += 1
         if chat:
             stats.chat_requests += 1
         else:
             stats.completion_requests += 1
-        out = await batcher.submit(req)
-        if not isinstance(out, GenResult):
-            return error(500, f"{out.reason}: {out.detail}", "server_error")
-        stats.prompt_tokens += out.prompt_tokens
-        stats.completion_tokens += out.completion_tokens
-        choice: dict[str, Any] = {"index": 0, "finish_reason": out.finish_reason, "logprobs": None}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": out.text}
-        else:
-            choice["text"] = out.text
-        return {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()),
-            "model": model_name,
-            "choices": [choice],
-            "usage": {
-                "prompt_tokens": out.prompt_tokens,
-                "completion_tokens": out.completion_tokens,
-                "total_tokens": out.prompt_tokens + out.completion_tokens,
-            },
-        }
+        prompts = [] if chat else body.prompts()  # type: ignore[union-attr]
+        if body.stream:
+            stats.streamed_requests += 1
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                stream(chat, groups, prompts, include_usage), media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )  # fmt: skip
+        flat = await asyncio.gather(*(batcher.submit(r) for g in groups for r in g))
+        bad = next((o for o in flat if not isinstance(o, GenResult)), None)
+        if bad is not None:
+            assert isinstance(bad, GenFailure)
+            if bad.reason == "bad_request":  # e.g. a json_schema the constraint compiler cannot use
+                return error(400, bad.detail, "response_format")
+            return error(500, f"{bad.reason}: {bad.detail}", kind="server_error")
+        outs = _regroup(flat, groups)  # type: ignore[arg-type]
+        _count(outs)
+        return api.response(chat, model_name, outs, prompts)
+
+    def _count(outs: list[list[GenResult]]) -> None:
+        stats.prompt_tokens += sum(g[0].prompt_tokens for g in outs)
+        stats.completion_tokens += sum(o.completion_tokens for g in outs for o in g)
+
+    async def stream(
+        chat: bool, groups: list[list[GenRequest]], prompts: list[str], include_usage: bool
+    ) -> AsyncIterator[str]:
+        w = api.ChunkWriter(chat, model_name)
+        flat_reqs = [r for g in groups for r in g]
+        events: asyncio.Queue[tuple[int, str, TokenLogprob | None] | None] = asyncio.Queue()
+        sent = [""] * len(flat_reqs)  # text streamed per choice
+        offsets = [len(prompts[p]) if prompts else 0 for p, g in enumerate(groups) for _ in g]
+
+        def sink_for(index: int) -> Sink:
+            return lambda delta, lp: events.put_nowait((index, delta, lp))
+
+        for i in range(len(flat_reqs)):
+            if (first := w.start(i)) is not None:
+                yield first
+        everything = asyncio.gather(*(batcher.submit(r, sink_for(i)) for i, r in enumerate(flat_reqs)))
+        # token events reach the loop before the batch's result does, so the sentinel comes after them all
+        everything.add_done_callback(lambda _: events.put_nowait(None))
+        while (event := await events.get()) is not None:
+            i, delta, lp = event
+            if delta or lp is not None:
+                yield w.delta(i, delta, lp, offsets[i] + len(sent[i]))
+                sent[i] += delta
+        try:
+            flat = everything.result()
+        except Exception as exc:  # the batch failed: tell the client in-band, the status is already sent
+            stats.errors += 1
+            yield w.error(f"{type(exc).__name__}: {exc}")
+            yield w.DONE
+            return
+        for i, out in enumerate(flat):
+            if not isinstance(out, GenResult):
+                stats.errors += 1
+                yield w.error(f"{out.reason}: {out.detail}")
+                yield w.DONE
+                return
+            rest = out.text[len(sent[i]) :] if out.text.startswith(sent[i]) else ""
+            if rest:  # what was held back (a possible stop string, a partial character)
+                yield w.delta(i, rest, None, offsets[i] + len(sent[i]))
+            yield w.finish(i, out.finish_reason)
+        outs = _regroup(flat, groups)  # type: ignore[arg-type]
+        _count(outs)
+        if include_usage:
+            yield w.usage(
+                sum(g[0].prompt_tokens for g in outs), sum(o.completion_tokens for g in outs for o in g)
+            )
+        yield w.DONE
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -182,7 +228,12 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "lmpipe"}]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": model_name, "object": "model", "created": int(stats.started), "owned_by": "lmpipe"}
+            ],
+        }
 
     @app.get("/health")
     async def health() -> dict:
@@ -200,8 +251,16 @@ def create_app(
     return app
 
 
+def _regroup(flat: list[GenResult], groups: list[list[GenRequest]]) -> list[list[GenResult]]:
+    out, i = [], 0
+    for g in groups:
+        out.append(flat[i : i + len(g)])
+        i += len(g)
+    return out
+
+
 def serve(
-    backend: Backend,
+    backend: StreamingBackend,
     model_name: str,
     host: str = "127.0.0.1",
     port: int = 8000,

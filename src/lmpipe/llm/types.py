@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypedDict
 
 Kind = Literal["chat", "completion"]
 
@@ -28,6 +29,9 @@ class GenRequest:
     repetition_penalty: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    logprobs: bool = False  # return each generated token's log-probability
+    top_logprobs: int = 0  # ... and this many most likely alternatives per position
+    response_format: str = ""  # "" = free text, else compact JSON of an OpenAI response_format object
 
     @property
     def kind(self) -> Kind:
@@ -41,9 +45,35 @@ class GenRequest:
         return [{"role": r, "content": c} for r, c in self.messages]
 
     def key(self, model: str) -> str:
-        """Stable identity of (model, input, sampling params, seed): the cache key."""
-        payload = json.dumps({"model": model, **asdict(self)}, sort_keys=True, ensure_ascii=False)
+        """Stable identity of (model, input, sampling params, seed): the cache key. Fields added later are
+        left out while at their default, so keys of responses already cached stay valid."""
+        fields = {k: v for k, v in asdict(self).items() if k not in _LATER or v != _LATER[k]}
+        payload = json.dumps({"model": model, **fields}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+_LATER = {"logprobs": False, "top_logprobs": 0, "response_format": ""}
+
+
+def json_format(schema: dict | None = None, name: str = "output") -> str:
+    """``GenRequest.response_format`` asking for a JSON object, or for JSON that follows ``schema``."""
+    fmt: dict = {"type": "json_object"}
+    if schema is not None:
+        fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    return json.dumps(fmt, separators=(",", ":"))  # unsorted: property order is generation order
+
+
+class TokenLogprob(TypedDict):
+    """One generated token, in the shape of OpenAI's chat ``logprobs.content`` items."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[dict]  # [{"token", "logprob", "bytes"}], most likely first
+
+
+# streaming hook: (request index, text delta, that token's logprob entry or None), called per token
+OnToken = Callable[[int, str, "TokenLogprob | None"], None]
 
 
 @dataclass(slots=True)
@@ -53,6 +83,7 @@ class GenResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    logprobs: list[TokenLogprob] | None = None  # set when the request asked for them
 
 
 @dataclass(slots=True)

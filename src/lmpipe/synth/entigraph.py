@@ -1,7 +1,8 @@
 """EntiGraph (Yang et al., "Synthetic continued pretraining"): turn one document into many.
 
-Step 1 asks the model for the document's salient entities and a one-line summary as JSON. Small models
-often answer with broken JSON, so parsing is forgiving (code fences, trailing text, single quotes,
+Step 1 asks the model for the document's salient entities and a one-line summary as JSON, by default with
+a JSON schema as ``response_format`` so that backends with constrained decoding can only answer in that
+shape. Without it small models often answer with broken JSON, so parsing is forgiving (code fences, trailing text, single quotes,
 trailing commas, a reply cut off mid-list are repaired), entities must occur in the document (no invented
 ones), a failed parse is retried with a new seed, and after ``json_attempts`` a heuristic extractor over
 capitalised phrases takes over. Which path produced the entities is recorded.
@@ -23,6 +24,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmpipe.config import EntiGraphConfig
+from lmpipe.llm.types import json_format
+
+
+# ---------------------------------------------------------------------------------- JSON request
+def entity_format(cfg: EntiGraphConfig) -> str:
+    """``GenRequest.response_format`` for the entity step: backends that honour it (the embedded model,
+    serve-llm, OpenAI, vLLM) can only produce JSON of this shape, so the fallback is rarely needed."""
+    if cfg.json_mode == "off":
+        return ""
+    if cfg.json_mode == "object":
+        return json_format()
+    schema = {
+        "type": "object",
+        "properties": {
+            "entities": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 2,
+                "maxItems": cfg.max_entities,
+            },
+            "summary": {"type": "string"},
+        },
+        "required": ["entities", "summary"],
+        "additionalProperties": False,
+    }
+    return json_format(schema, "entities")
+
 
 # ------------------------------------------------------------------------------------ JSON parsing
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)

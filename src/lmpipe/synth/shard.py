@@ -23,6 +23,7 @@ from lmpipe.synth import thoughts
 from lmpipe.synth.entigraph import (
     Extraction,
     derive_seed,
+    entity_format,
     format_entities,
     heuristic_entities,
     parse_entities,
@@ -69,7 +70,9 @@ class ShardAugmenter:
         self.seen_texts: set[str] = set()
         self.stats: Counter[str] = Counter()
 
-    def _request(self, prompt: str, max_tokens: int, *seed_parts: object) -> GenRequest:
+    def _request(
+        self, prompt: str, max_tokens: int, *seed_parts: object, response_format: str = ""
+    ) -> GenRequest:
         c = self.cfg
         return GenRequest(
             messages=(("user", prompt),),
@@ -78,6 +81,7 @@ class ShardAugmenter:
             top_p=c.top_p,
             repetition_penalty=c.repetition_penalty,
             seed=derive_seed(self.seed, *seed_parts),
+            response_format=response_format,
         )
 
     # ---------------------------------------------------------------------------- step 1: entities
@@ -99,6 +103,7 @@ class ShardAugmenter:
                     w.doc.id,
                     "entities",
                     attempt,
+                    response_format=entity_format(eg),
                 )
                 for w in pending
             ]
