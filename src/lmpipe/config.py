@@ -21,6 +21,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+# Component configs live beside their component and subclass Section, so they are imported after it.
+from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig  # noqa: E402
+
+
 # --------------------------------------------------------------------------------------------- run
 class ExecutorConfig(Section):
     """Where shard-parallel data work runs. Results never depend on this choice."""
@@ -47,6 +51,7 @@ class DemoConfig(Section):
     toxicity_examples: int = Field(600, ge=0, description="labelled pairs for the toxicity classifier")
     min_doc_chars: int = Field(200, ge=1)
     max_doc_chars: int = Field(6000, ge=100)
+    instruct: InstructDemoConfig = InstructDemoConfig()
 
 
 # ------------------------------------------------------------------------------------------ ingest
@@ -748,6 +753,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     cpt: CptConfig = CptConfig()
+    posttrain: PosttrainConfig = PosttrainConfig()
 
 
 class ConfigError(ValueError):

@@ -15,6 +15,8 @@ web        noise: boilerplate, spam, toxic, mojibake…  ``web/*``
 Exact and near duplicates are planted in prose and fiction. ``labels/toxicity.jsonl`` holds labelled examples
 for the filter's toxicity classifier (not ingested). The closed-book QA set about the fiction
 articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records what was planted where.
+Instruction data for post-training (chats, verifiable prompts) goes to ``instruct/`` and its held-out evaluation
+sets beside the QA set (:mod:`lmpipe.demo.instruct`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmpipe.config import DemoConfig
-from lmpipe.demo import mathgen, noise, stdlib, world
+from lmpipe.demo import instruct, mathgen, noise, stdlib, world
 
 
 def _jsonl(path: Path, rows: list[dict], gz: bool = False) -> None:
@@ -105,11 +107,14 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     qa = [q for o in orgs for q in world.questions(o, orgs, rng)]
     _jsonl(ev / "fiction_qa.jsonl", qa)
 
+    posttrain = instruct.generate(cfg.instruct, orgs, seed, raw / "instruct", ev)
+
     summary = {
         "docs": {"prose": len(prose), "code": len(code), "math": len(maths),
                  "fiction": len(articles) + sum(1 for _ in (raw / "fiction").glob("*-mirror.md")), "web": len(web)},
         "planted": dict(sorted(planted.items())),
         "qa_questions": len(qa),
+        "instruct": posttrain,
     }
     (raw / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
