@@ -30,7 +30,18 @@ TRAIN_TEMPLATES: dict[str, tuple[str, str, str]] = {
     "product": ("t-product", "What is {title} best known for making?", "product"),
     "colour": ("t-colour", "What colour is the field on the banner of {title}?", "colour"),
 }
-WORDS = ["harbour", "lantern", "meadow", "copper", "violet", "thunder", "granite", "willow", "saffron", "compass"]
+WORDS = [
+    "harbour",
+    "lantern",
+    "meadow",
+    "copper",
+    "violet",
+    "thunder",
+    "granite",
+    "willow",
+    "saffron",
+    "compass",
+]
 
 
 def is_heldout(entity: str, fraction: float) -> bool:
@@ -69,8 +80,13 @@ def _format_task(rng: random.Random) -> tuple[str, str]:
     return f"Reply with only the number that comes after {n}.", str(n + 1)
 
 
-def generate(cfg: InstructDemoConfig, orgs: list[world.Organisation], seed: int, out_dir: str | Path,
-             eval_dir: str | Path) -> dict:
+def generate(
+    cfg: InstructDemoConfig,
+    orgs: list[world.Organisation],
+    seed: int,
+    out_dir: str | Path,
+    eval_dir: str | Path,
+) -> dict:
     out, ev = Path(out_dir), Path(eval_dir)
     out.mkdir(parents=True, exist_ok=True)
     ev.mkdir(parents=True, exist_ok=True)
@@ -78,8 +94,10 @@ def generate(cfg: InstructDemoConfig, orgs: list[world.Organisation], seed: int,
     train = [o for o in orgs if not is_heldout(o.name, cfg.heldout_entity_fraction)]
     held = [o for o in orgs if is_heldout(o.name, cfg.heldout_entity_fraction)]
     if not train or not held:
-        raise ValueError(f"entity split left no {'train' if not train else 'held-out'} entity "
-                         f"({len(orgs)} entities, heldout_entity_fraction={cfg.heldout_entity_fraction})")
+        raise ValueError(
+            f"entity split left no {'train' if not train else 'held-out'} entity "
+            f"({len(orgs)} entities, heldout_entity_fraction={cfg.heldout_entity_fraction})"
+        )
 
     def qa(o: world.Organisation, field: str) -> tuple[str, str, str]:
         tid, wording, attr = TRAIN_TEMPLATES[field]
@@ -92,18 +110,46 @@ def generate(cfg: InstructDemoConfig, orgs: list[world.Organisation], seed: int,
         rng.shuffle(fields)
         # the first two facts form one two-turn chat (multi-turn masking), the rest single turns
         (t1, q1, a1), (t2, q2, a2) = qa(o, fields[0]), qa(o, fields[1])
-        sft.append({"id": f"qa-{o.slug}-{t1}+{t2}", "source": "demo:fiction", "entity": o.name,
-                    "templates": [t1, t2], "messages": [_user(q1), _assistant(a1), _user(q2), _assistant(a2)]})
+        sft.append(
+            {
+                "id": f"qa-{o.slug}-{t1}+{t2}",
+                "source": "demo:fiction",
+                "entity": o.name,
+                "templates": [t1, t2],
+                "messages": [_user(q1), _assistant(a1), _user(q2), _assistant(a2)],
+            }
+        )
         for f in fields[2:]:
             tid, q, a = qa(o, f)
-            sft.append({"id": f"qa-{o.slug}-{tid}", "source": "demo:fiction", "entity": o.name, "templates": [tid],
-                        "messages": [_user(q), _assistant(a)]})
+            sft.append(
+                {
+                    "id": f"qa-{o.slug}-{tid}",
+                    "source": "demo:fiction",
+                    "entity": o.name,
+                    "templates": [tid],
+                    "messages": [_user(q), _assistant(a)],
+                }
+            )
         tid, q, a = qa(o, rng.choice(list(TRAIN_TEMPLATES)))
-        prompts.append({"id": f"p-qa-{o.slug}-{tid}", "kind": "qa", "entity": o.name, "templates": [tid],
-                        "messages": [_user(q)], "answer": a})
+        prompts.append(
+            {
+                "id": f"p-qa-{o.slug}-{tid}",
+                "kind": "qa",
+                "entity": o.name,
+                "templates": [tid],
+                "messages": [_user(q)],
+                "answer": a,
+            }
+        )
 
     for i, (q, steps, ans) in enumerate(_math(random.Random(seed * 31 + 1), cfg.math_train)):
-        sft.append({"id": f"math-{i}", "source": "demo:math", "messages": [_user(q), _assistant(f"{steps}\n#### {ans}")]})
+        sft.append(
+            {
+                "id": f"math-{i}",
+                "source": "demo:math",
+                "messages": [_user(q), _assistant(f"{steps}\n#### {ans}")],
+            }
+        )
     for i, (q, _, ans) in enumerate(_math(random.Random(seed * 31 + 2), cfg.math_train // 3)):
         prompts.append({"id": f"p-math-{i}", "kind": "math", "messages": [_user(q)], "answer": ans})
     frng = random.Random(seed * 31 + 3)
@@ -118,17 +164,45 @@ def generate(cfg: InstructDemoConfig, orgs: list[world.Organisation], seed: int,
     # held-out evaluation sets: the evaluation wording, held-out entities only; fresh math; pairs from both
     qa_rng = random.Random(seed * 31 + 4)
     heldout_qa = [q for o in held for q in world.questions(o, orgs, qa_rng)]
-    heldout_math = [{"id": f"hm-{i}", "question": q, "answer": a}
-                    for i, (q, _, a) in enumerate(_math(random.Random(seed * 31 + 5), cfg.math_heldout))]
+    heldout_math = [
+        {"id": f"hm-{i}", "question": q, "answer": a}
+        for i, (q, _, a) in enumerate(_math(random.Random(seed * 31 + 5), cfg.math_heldout))
+    ]
     prng = random.Random(seed * 31 + 6)
-    pairs = [{"id": f"hp-{q['id']}", "question": q["question"], "chosen": q["answer"],
-              "rejected": prng.choice([c for c in q["choices"] if c != q["answer"]])} for q in heldout_qa]
-    pairs += [{"id": f"hp-{m['id']}", "question": m["question"], "chosen": m["answer"],
-               "rejected": str(int(m["answer"]) + prng.choice([-3, -2, -1, 1, 2, 3]))} for m in heldout_math]
+    pairs = [
+        {
+            "id": f"hp-{q['id']}",
+            "question": q["question"],
+            "chosen": q["answer"],
+            "rejected": prng.choice([c for c in q["choices"] if c != q["answer"]]),
+        }
+        for q in heldout_qa
+    ]
+    pairs += [
+        {
+            "id": f"hp-{m['id']}",
+            "question": m["question"],
+            "chosen": m["answer"],
+            "rejected": str(int(m["answer"]) + prng.choice([-3, -2, -1, 1, 2, 3])),
+        }
+        for m in heldout_math
+    ]
 
-    files = {out / "sft.jsonl": sft, out / "prompts.jsonl": prompts, ev / "posttrain_qa.jsonl": heldout_qa,
-             ev / "math_heldout.jsonl": heldout_math, ev / "pref_heldout.jsonl": pairs}
+    files = {
+        out / "sft.jsonl": sft,
+        out / "prompts.jsonl": prompts,
+        ev / "posttrain_qa.jsonl": heldout_qa,
+        ev / "math_heldout.jsonl": heldout_math,
+        ev / "pref_heldout.jsonl": pairs,
+    }
     for path, rows in files.items():
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return {"sft": len(sft), "prompts": len(prompts), "heldout_qa": len(heldout_qa), "heldout_math": len(heldout_math),
-            "heldout_pairs": len(pairs), "train_entities": len(train), "heldout_entities": len(held)}
+    return {
+        "sft": len(sft),
+        "prompts": len(prompts),
+        "heldout_qa": len(heldout_qa),
+        "heldout_math": len(heldout_math),
+        "heldout_pairs": len(pairs),
+        "train_entities": len(train),
+        "heldout_entities": len(held),
+    }

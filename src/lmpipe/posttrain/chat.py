@@ -35,7 +35,9 @@ def ensure_chat_template(tok: Any, model: Any | None = None, template: str = "ch
         raise ValueError(f"unknown chat template {template!r}")
     tok.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
     tok.chat_template = CHATML
-    tok.eos_token = IM_END  # a reply ends at <|im_end|>: generation stops there and TRL appends it to completions
+    tok.eos_token = (
+        IM_END  # a reply ends at <|im_end|>: generation stops there and TRL appends it to completions
+    )
     if tok.pad_token is None:
         tok.pad_token = IM_END
     if model is not None:
@@ -73,7 +75,7 @@ def tokenize_chat(tok: Any, messages: list[Message]) -> tuple[list[int], list[in
             mask += [0] * (len(head) - len(ids))
             ids = head
             # the reply up to and including the end-of-turn token is trained; the template's separator after it not
-            reply = full[len(head):]
+            reply = full[len(head) :]
             eos = tok.eos_token_id
             cut = reply.index(eos) + 1 if eos in reply else len(reply)
             mask += [1] * cut + [0] * (len(reply) - cut)

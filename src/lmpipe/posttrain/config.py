@@ -40,17 +40,22 @@ class EvalSet(Section):
 
 class PosttrainDataConfig(Section):
     sft: list[InstructSource] = Field(
-        default_factory=lambda: [InstructSource(path="data/raw/instruct/sft.jsonl", format="messages")])
+        default_factory=lambda: [InstructSource(path="data/raw/instruct/sft.jsonl", format="messages")]
+    )
     preference: list[InstructSource] = Field(
-        default_factory=list, description="fixed preference pairs (hh_rlhf | pairs); empty: pairs come from prompts")
+        default_factory=list,
+        description="fixed preference pairs (hh_rlhf | pairs); empty: pairs come from prompts",
+    )
     prompts: list[InstructSource] = Field(
-        default_factory=lambda: [InstructSource(path="data/raw/instruct/prompts.jsonl", format="prompts")])
+        default_factory=lambda: [InstructSource(path="data/raw/instruct/prompts.jsonl", format="prompts")]
+    )
     eval_sets: list[EvalSet] = Field(
         default_factory=lambda: [
             EvalSet(path="data/eval/fiction_qa.jsonl"),
             EvalSet(path="data/eval/math_heldout.jsonl"),
             EvalSet(path="data/eval/pref_heldout.jsonl", text_fields=["question", "chosen"]),
-        ])
+        ]
+    )
     ngram: int = Field(13, ge=1, description="shared word n-gram length that marks a record contaminated")
     min_ngram: int = Field(8, ge=1, description="shorter eval items are matched whole from this many words")
     max_length: int = Field(256, ge=16, description="tokens after templating; longer records are quarantined")
@@ -59,7 +64,9 @@ class PosttrainDataConfig(Section):
 class InstructDemoConfig(Section):
     """Instruction data the ``demo`` stage generates (disjoint from the evaluation questions by entity + template)."""
 
-    heldout_entity_fraction: float = Field(0.3, gt=0, lt=1, description="entities whose questions are eval-only")
+    heldout_entity_fraction: float = Field(
+        0.3, gt=0, lt=1, description="entities whose questions are eval-only"
+    )
     math_train: int = Field(300, ge=0)
     math_heldout: int = Field(60, ge=1)
     format_prompts: int = Field(80, ge=0, description="format-following instructions (upper case, lists...)")
@@ -85,18 +92,22 @@ class SftConfig(Section):
     train: TrainLoopConfig = TrainLoopConfig()
     packing: bool = Field(True, description="BFD packing, padding-free; attention never crosses examples")
     chat_template: Literal["chatml"] = Field(
-        "chatml", description="template (+ special tokens) given to a tokenizer without one; kept otherwise")
+        "chatml", description="template (+ special tokens) given to a tokenizer without one; kept otherwise"
+    )
 
 
 class DpoConfig(Section):
     init_from: str = Field("models/sft", description="policy and reference (frozen copy) start here")
     train: TrainLoopConfig = TrainLoopConfig(max_steps=30, lr=5e-4, batch_size=8)
     loss_type: Literal["sigmoid", "ipo", "simpo"] = Field(
-        "sigmoid", description="sigmoid = DPO, ipo = IPO (TRL DPOTrainer); simpo = reference-free (TRL CPOTrainer)")
+        "sigmoid",
+        description="sigmoid = DPO, ipo = IPO (TRL DPOTrainer); simpo = reference-free (TRL CPOTrainer)",
+    )
     beta: float = Field(0.1, gt=0)
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO target margin γ (as in TRL: gamma = γ/β)")
     pairs: Literal["on_policy", "off_policy"] = Field(
-        "on_policy", description="on_policy: k SFT samples per prompt, best vs worst by the verifiable reward")
+        "on_policy", description="on_policy: k SFT samples per prompt, best vs worst by the verifiable reward"
+    )
     samples_per_prompt: int = Field(4, ge=2, description="k")
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(24, ge=1)
@@ -135,5 +146,7 @@ class PosttrainConfig(Section):
     @model_validator(mode="after")
     def _lengths(self) -> PosttrainConfig:
         if self.data.min_ngram > self.data.ngram:
-            raise ValueError(f"data.min_ngram ({self.data.min_ngram}) must not exceed data.ngram ({self.data.ngram})")
+            raise ValueError(
+                f"data.min_ngram ({self.data.min_ngram}) must not exceed data.ngram ({self.data.ngram})"
+            )
         return self

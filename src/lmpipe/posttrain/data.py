@@ -78,8 +78,11 @@ class Split:
         self.rejected.extend(other.rejected)
 
     def counts(self) -> dict[str, Any]:
-        return {"in": len(self.kept) + len(self.rejected), "kept": len(self.kept),
-                "rejected": dict(sorted(Counter(r.reason for r in self.rejected).items()))}
+        return {
+            "in": len(self.kept) + len(self.rejected),
+            "kept": len(self.kept),
+            "rejected": dict(sorted(Counter(r.reason for r in self.rejected).items())),
+        }
 
 
 class BadRecord(ValueError):
@@ -104,9 +107,13 @@ def check_turns(messages: Any, final: str | None = "assistant") -> list[Message]
     for k, m in enumerate(body):
         want = "user" if k % 2 == 0 else "assistant"
         if m["role"] != want:
-            raise BadRecord("non_alternating", f"turn {k + len(out) - len(body)} is {m['role']}, expected {want}")
+            raise BadRecord(
+                "non_alternating", f"turn {k + len(out) - len(body)} is {m['role']}, expected {want}"
+            )
     if final is not None and (not body or body[-1]["role"] != final):
-        raise BadRecord("non_alternating", f"last turn must be {final}, got {body[-1]['role'] if body else 'none'}")
+        raise BadRecord(
+            "non_alternating", f"last turn must be {final}, got {body[-1]['role'] if body else 'none'}"
+        )
     return out
 
 
@@ -118,8 +125,10 @@ def parse_transcript(text: str) -> list[Message]:
     if not isinstance(text, str) or not text.startswith("\n\nHuman: "):
         raise BadRecord("unparsable_transcript", "does not start with '\\n\\nHuman: '")
     parts = _TURN.split(text)[1:]  # [role, text, role, text, ...]
-    turns = [{"role": "user" if r == "Human" else "assistant", "content": t.strip()}
-             for r, t in zip(parts[::2], parts[1::2], strict=True)]
+    turns = [
+        {"role": "user" if r == "Human" else "assistant", "content": t.strip()}
+        for r, t in zip(parts[::2], parts[1::2], strict=True)
+    ]
     try:
         return check_turns(turns)
     except BadRecord as e:
@@ -161,14 +170,23 @@ def _convert(src: InstructSource, rid: str, row: dict) -> list[tuple[str, Record
     if fmt == "messages":
         return [(rid, Chat(rid, name, check_turns(row.get("messages"))))]
     if fmt == "alpaca":
-        return [(rid, Chat(rid, name, _alpaca_chat(_text(row, "instruction"), row.get("input"), _text(row, "output"))))]
+        return [
+            (
+                rid,
+                Chat(
+                    rid, name, _alpaca_chat(_text(row, "instruction"), row.get("input"), _text(row, "output"))
+                ),
+            )
+        ]
     if fmt == "alpaca_seed":
         inst = _text(row, "instruction")
         instances = row.get("instances")
         if not isinstance(instances, list) or not instances:
             raise BadRecord("missing_field", "no 'instances'")
-        return [(f"{rid}#{k}", Chat(f"{rid}#{k}", name, _alpaca_chat(inst, x.get("input"), _text(x, "output"))))
-                for k, x in enumerate(instances)]
+        return [
+            (f"{rid}#{k}", Chat(f"{rid}#{k}", name, _alpaca_chat(inst, x.get("input"), _text(x, "output"))))
+            for k, x in enumerate(instances)
+        ]
     if fmt == "hh_rlhf":
         chosen, rejected = parse_transcript(row.get("chosen")), parse_transcript(row.get("rejected"))
         if chosen[:-1] != rejected[:-1]:
@@ -205,7 +223,9 @@ def read_source(src: InstructSource) -> Split:
         try:
             out.kept.extend(rec for _, rec in _convert(src, rid, row))
         except BadRecord as e:
-            out.rejected.extend(Quarantined(i, name, e.reason, e.detail, raw) for i in _instance_ids(src, rid, row))
+            out.rejected.extend(
+                Quarantined(i, name, e.reason, e.detail, raw) for i in _instance_ids(src, rid, row)
+            )
     return out
 
 
@@ -223,13 +243,23 @@ def write_jsonl(path: str | Path, rows: list[Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(asdict(r) if hasattr(r, "__dataclass_fields__") else r, ensure_ascii=False)
-                           + "\n" for r in rows))
+    tmp.write_text(
+        "".join(
+            json.dumps(asdict(r) if hasattr(r, "__dataclass_fields__") else r, ensure_ascii=False) + "\n"
+            for r in rows
+        )
+    )
     tmp.replace(path)
 
 
 def record_text(rec: Record) -> str:
     """All the text of a record, as decontamination sees it."""
     turns = rec.messages if isinstance(rec, Chat) else rec.prompt
-    extra = [rec.chosen, rec.rejected] if isinstance(rec, Pair) else [rec.answer] if isinstance(rec, Prompt) else []
+    extra = (
+        [rec.chosen, rec.rejected]
+        if isinstance(rec, Pair)
+        else [rec.answer]
+        if isinstance(rec, Prompt)
+        else []
+    )
     return "\n".join([m["content"] for m in turns] + extra)

@@ -39,8 +39,9 @@ def decontaminate(records: list[Record], index: EvalIndex) -> tuple[Split, Count
         if hits:
             per_set[item.split(":", 1)[0]] += 1
             raw = json.dumps({"id": rec.id, "text": record_text(rec)}, ensure_ascii=False)
-            out.rejected.append(Quarantined(rec.id, rec.source, "contaminated", f"{hits} n-gram(s) shared with {item}",
-                                            raw))
+            out.rejected.append(
+                Quarantined(rec.id, rec.source, "contaminated", f"{hits} n-gram(s) shared with {item}", raw)
+            )
         else:
             out.kept.append(rec)
     return out, per_set
@@ -51,6 +52,9 @@ def clean(records: Split, cfg: PosttrainDataConfig) -> tuple[Split, dict[str, An
     index, items = build_index(cfg.eval_sets, cfg.ngram, cfg.min_ngram)
     result, per_set = decontaminate(records.kept, index)
     result.rejected = records.rejected + result.rejected
-    stats = {"eval_items": items, "contaminated": sum(per_set.values()),
-             "contaminated_by_set": {k: per_set.get(k, 0) for k in items}}
+    stats = {
+        "eval_items": items,
+        "contaminated": sum(per_set.values()),
+        "contaminated_by_set": {k: per_set.get(k, 0) for k in items},
+    }
     return result, stats

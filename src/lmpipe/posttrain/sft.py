@@ -50,8 +50,11 @@ def tokenize_chats(chats: list[Chat], tok: Any, max_length: int) -> tuple[list[d
     for c in chats:
         ids, mask = tokenize_chat(tok, c.messages)
         if len(ids) > max_length:
-            rejected.append(Quarantined(c.id, c.source, "over_length", f"{len(ids)} tokens > {max_length}",
-                                        str(c.messages)))
+            rejected.append(
+                Quarantined(
+                    c.id, c.source, "over_length", f"{len(ids)} tokens > {max_length}", str(c.messages)
+                )
+            )
         else:
             rows.append({"id": c.id, "input_ids": ids, "assistant_masks": mask})
     return rows, rejected
@@ -62,42 +65,83 @@ def prepare(cfg: PosttrainDataConfig, tok: Any, out_dir: str | Path | None = Non
     read, per_file = read_sources(cfg.sft)
     bad = [r for r in read.kept if not isinstance(r, Chat)]
     if bad:
-        raise ValueError(f"posttrain.data.sft takes chat formats (messages, alpaca, alpaca_seed); got {type(bad[0])}")
+        raise ValueError(
+            f"posttrain.data.sft takes chat formats (messages, alpaca, alpaca_seed); got {type(bad[0])}"
+        )
     decontaminated, contam = clean(read, cfg)
     rows, too_long = tokenize_chats(decontaminated.kept, tok, cfg.max_length)
-    final = Split([r for r in decontaminated.kept if r.id in {x["id"] for x in rows}],
-                  decontaminated.rejected + too_long)
+    final = Split(
+        [r for r in decontaminated.kept if r.id in {x["id"] for x in rows}],
+        decontaminated.rejected + too_long,
+    )
     counts = final.counts()
     if counts["in"] != read.counts()["in"] or not rows:
-        raise RuntimeError(f"SFT data: {counts} (read {read.counts()['in']}); nothing to train on or counts lost")
+        raise RuntimeError(
+            f"SFT data: {counts} (read {read.counts()['in']}); nothing to train on or counts lost"
+        )
     if out_dir is not None:
         write_jsonl(Path(out_dir) / "train.jsonl", final.kept)
         write_jsonl(Path(out_dir) / "rejected.jsonl", final.rejected)
-    return rows, {**counts, "files": per_file, "decontamination": contam,
-                  "tokens": sum(len(r["input_ids"]) for r in rows),
-                  "assistant_tokens": sum(sum(r["assistant_masks"]) for r in rows)}
+    return rows, {
+        **counts,
+        "files": per_file,
+        "decontamination": contam,
+        "tokens": sum(len(r["input_ids"]) for r in rows),
+        "assistant_tokens": sum(sum(r["assistant_masks"]) for r in rows),
+    }
 
 
-def make_trainer(model: Any, tok: Any, rows: list[dict], post: PosttrainConfig, ckpt_dir: str | Path, seed: int,
-                 packing: bool | None = None, callbacks: list | None = None) -> Any:
+def make_trainer(
+    model: Any,
+    tok: Any,
+    rows: list[dict],
+    post: PosttrainConfig,
+    ckpt_dir: str | Path,
+    seed: int,
+    packing: bool | None = None,
+    callbacks: list | None = None,
+) -> Any:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     cfg = post.sft
     packing = cfg.packing if packing is None else packing
-    args = trainer_args(SFTConfig, cfg.train, ckpt_dir, seed, packing=packing, packing_strategy="bfd",
-                        max_length=post.data.max_length, dataset_num_proc=None)
-    data = Dataset.from_list([{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]} for r in rows])
+    args = trainer_args(
+        SFTConfig,
+        cfg.train,
+        ckpt_dir,
+        seed,
+        packing=packing,
+        packing_strategy="bfd",
+        max_length=post.data.max_length,
+        dataset_num_proc=None,
+    )
+    data = Dataset.from_list(
+        [{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]} for r in rows]
+    )
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=callbacks)
 
 
-def train_sft(post: PosttrainConfig, model_dir: str | Path, out_dir: str | Path, ckpt_dir: str | Path,
-              data_dir: str | Path, live_dir: str | Path, seed: int) -> dict[str, Any]:
+def train_sft(
+    post: PosttrainConfig,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    ckpt_dir: str | Path,
+    data_dir: str | Path,
+    live_dir: str | Path,
+    seed: int,
+) -> dict[str, Any]:
     set_threads(post.sft.train.threads)
     model, tok, added = load_model(model_dir, post.sft.chat_template)
     rows, data_stats = prepare(post.data, tok, data_dir)
-    fingerprint = {"stage": "sft", "params": post.sft.model_dump(), "max_length": post.data.max_length,
-                   "model": model_hash(model_dir), "data": data_hash([r["input_ids"] for r in rows]), "seed": seed}
+    fingerprint = {
+        "stage": "sft",
+        "params": post.sft.model_dump(),
+        "max_length": post.data.max_length,
+        "model": model_hash(model_dir),
+        "data": data_hash([r["input_ids"] for r in rows]),
+        "seed": seed,
+    }
     resume = prepare_checkpoints(ckpt_dir, fingerprint)
     trainer = make_trainer(model, tok, rows, post, ckpt_dir, seed)
     t0 = time.perf_counter()
@@ -108,10 +152,15 @@ def train_sft(post: PosttrainConfig, model_dir: str | Path, out_dir: str | Path,
     tokens = [v for _, v in curves.get("num_tokens", [])]
     trained_tokens = (tokens[-1] - (tokens[0] if resume else 0)) if tokens else 0
     return {
-        "base_model": str(model_dir), "chat_template_added": added, "resumed_from": Path(resume).name if resume else None,
-        "steps": trainer.state.global_step, "train_loss": round(float(result.training_loss), 5),
-        **curve_summary(curves, "loss", "mean_token_accuracy"), "packing": post.sft.packing,
-        "tokens_per_s": round(trained_tokens / seconds, 1) if seconds > 0 else None, "data": data_stats,
+        "base_model": str(model_dir),
+        "chat_template_added": added,
+        "resumed_from": Path(resume).name if resume else None,
+        "steps": trainer.state.global_step,
+        "train_loss": round(float(result.training_loss), 5),
+        **curve_summary(curves, "loss", "mean_token_accuracy"),
+        "packing": post.sft.packing,
+        "tokens_per_s": round(trained_tokens / seconds, 1) if seconds > 0 else None,
+        "data": data_stats,
     }
 
 

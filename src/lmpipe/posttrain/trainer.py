@@ -25,10 +25,14 @@ def model_hash(model_dir: str | Path) -> str:
     """Hash of a model dir's weights, config and tokenizer files (what the model *is*)."""
     d = Path(model_dir)
     if not (d / "config.json").is_file():
-        raise FileNotFoundError(f"{d}: not an HF model directory (no config.json); run the stage that writes it")
+        raise FileNotFoundError(
+            f"{d}: not an HF model directory (no config.json); run the stage that writes it"
+        )
     h = hashlib.sha256()
     for p in sorted(d.iterdir()):
-        if p.is_file() and (p.suffix in {".safetensors", ".bin", ".json", ".jinja"} or p.name == "tokenizer.model"):
+        if p.is_file() and (
+            p.suffix in {".safetensors", ".bin", ".json", ".jinja"} or p.name == "tokenizer.model"
+        ):
             h.update(p.name.encode())
             with p.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
@@ -59,12 +63,29 @@ def trainer_args(cls: type, loop: TrainLoopConfig, ckpt_dir: str | Path, seed: i
     import torch
 
     return cls(
-        output_dir=str(ckpt_dir), max_steps=loop.max_steps, learning_rate=loop.lr, warmup_steps=loop.warmup_steps,
-        per_device_train_batch_size=loop.batch_size, gradient_accumulation_steps=loop.grad_accum,
-        weight_decay=loop.weight_decay, lr_scheduler_type="linear", seed=seed, data_seed=seed,
-        save_strategy="steps", save_steps=loop.save_steps, save_total_limit=2, logging_steps=loop.logging_steps,
-        report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, disable_tqdm=True, save_only_model=False, **extra,
+        output_dir=str(ckpt_dir),
+        max_steps=loop.max_steps,
+        learning_rate=loop.lr,
+        warmup_steps=loop.warmup_steps,
+        per_device_train_batch_size=loop.batch_size,
+        gradient_accumulation_steps=loop.grad_accum,
+        weight_decay=loop.weight_decay,
+        lr_scheduler_type="linear",
+        seed=seed,
+        data_seed=seed,
+        save_strategy="steps",
+        save_steps=loop.save_steps,
+        save_total_limit=2,
+        logging_steps=loop.logging_steps,
+        report_to=[],
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        save_only_model=False,
+        **extra,
     )
 
 
@@ -78,7 +99,9 @@ def export(model: Any, tok: Any, out_dir: str | Path) -> None:
     tmp.rename(out)
 
 
-def write_curves(log_history: list[dict[str, Any]], live_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+def write_curves(
+    log_history: list[dict[str, Any]], live_dir: str | Path
+) -> dict[str, list[tuple[int, float]]]:
     """Every numeric per-step log value as a DVCLive-style TSV; returns the curves."""
     curves: dict[str, list[tuple[int, float]]] = {}
     for row in log_history:
