@@ -43,12 +43,25 @@ def ensure_chat_template(tok: Any, model: Any | None = None, template: str = "ch
     if model is not None:
         old = model.get_input_embeddings().weight.shape[0]
         if len(tok) > old:
-            model.resize_token_embeddings(len(tok), mean_resizing=True)
+            _grow_embeddings(model, len(tok))
         model.config.eos_token_id = tok.eos_token_id
         model.config.pad_token_id = tok.pad_token_id
         model.generation_config.eos_token_id = tok.eos_token_id
         model.generation_config.pad_token_id = tok.pad_token_id
     return True
+
+
+def _grow_embeddings(model: Any, size: int) -> None:
+    """New token rows at the mean of the old ones: deterministic (HF's mean resizing samples), so reruns match."""
+    import torch
+
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(size, mean_resizing=False)
+    with torch.no_grad():
+        for emb in {
+            id(e): e for e in (model.get_input_embeddings(), model.get_output_embeddings()) if e is not None
+        }.values():
+            emb.weight[old:] = emb.weight[:old].mean(0, keepdim=True)
 
 
 def render(tok: Any, messages: list[Message], generation_prompt: bool = False) -> str:

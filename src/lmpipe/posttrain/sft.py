@@ -130,6 +130,7 @@ def train_sft(
     data_dir: str | Path,
     live_dir: str | Path,
     seed: int,
+    callbacks: list | None = None,
 ) -> dict[str, Any]:
     set_threads(post.sft.train.threads)
     model, tok, added = load_model(model_dir, post.sft.chat_template)
@@ -143,7 +144,7 @@ def train_sft(
         "seed": seed,
     }
     resume = prepare_checkpoints(ckpt_dir, fingerprint)
-    trainer = make_trainer(model, tok, rows, post, ckpt_dir, seed)
+    trainer = make_trainer(model, tok, rows, post, ckpt_dir, seed, callbacks=callbacks)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
