@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmpipe.posttrain.rewards import final_answer, reward, trl_reward
+from lmpipe.posttrain.rewards import final_answer, reward, verifiable_reward
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_format_reward_is_case_sensitive():
 
 
 def test_trl_signature_and_unknown_kind():
-    got = trl_reward(
+    got = verifiable_reward(
         ["p1", "p2"],
         ["#### 0.5", [{"role": "assistant", "content": "Braxford"}]],
         answer=["1/2", "Braxford"],

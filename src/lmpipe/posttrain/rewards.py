@@ -58,6 +58,8 @@ def _text(completion: Any) -> str:
     return str(completion)
 
 
-def trl_reward(prompts: list, completions: list, answer: list[str], kind: list[str], **_: Any) -> list[float]:
+def verifiable_reward(
+    prompts: list, completions: list, answer: list[str], kind: list[str], **_: Any
+) -> list[float]:
     """GRPOTrainer reward function: the dataset's ``answer`` and ``kind`` columns arrive as keyword lists."""
     return [reward(k, _text(c), a) for c, a, k in zip(completions, answer, kind, strict=True)]
