@@ -4,4 +4,4 @@
 set -euo pipefail
 : "${NNODES:?}" "${NODE_RANK:?}" "${MASTER_ADDR:?}"
 exec .venv/bin/torchrun --nnodes "$NNODES" --node-rank "$NODE_RANK" --nproc-per-node "${GPUS_PER_NODE:-8}" \
-  --master-addr "$MASTER_ADDR" --master-port "${MASTER_PORT:-29500}" -m stages.pretrain
+  --master-addr "$MASTER_ADDR" --master-port "${MASTER_PORT:-29500}" -m stages pretrain
