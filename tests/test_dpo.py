@@ -201,14 +201,15 @@ def test_dpo_margin_and_accuracy_rise_on_heldout_hh_rlhf(tmp_path, shared_data):
             strict=True,
         )
     )
-    before = preference_metrics(model, tok, heldout, ref, BETA)
+    chosen, rejected = [p.chosen for p in heldout], [p.rejected for p in heldout]
+    before = preference_metrics(model, tok, prompts, chosen, rejected, ref, BETA)
     post = _post("sigmoid", max_steps=40, batch_size=8, lr=2e-3, save_steps=1000)
     post.dpo.ln2_patience = 40
     trainer = make_trainer(
         model, tok, train, post, tmp_path / "ck", 0, tmp_path / "refcache", model_hash(model_dir)
     )
     trainer.train()
-    after = preference_metrics(trainer.model, tok, heldout, ref, BETA)
+    after = preference_metrics(trainer.model, tok, prompts, chosen, rejected, ref, BETA)
     log = [r for r in trainer.state.log_history if "rewards/margins" in r]
     print(
         json.dumps(

@@ -211,7 +211,15 @@ def test_demo_instruct_disjoint_from_eval(tmp_path):
     held_entities = {q["entity"] for q in heldout}
     train_entities = {r["entity"] for r in sft + prompts if "entity" in r}
     assert held_entities and train_entities and not held_entities & train_entities
-    assert held_entities == {o.name for o in world.make_world(30, 7) if instruct.is_heldout(o.name, 0.3)}
+    assert held_entities == instruct.heldout_entities([o.name for o in world.make_world(30, 7)], 0.3)
+    assert len(held_entities) == 9
+    assert (
+        len(instruct.heldout_entities([f"e{i}" for i in range(6)], 0.3)) == 2
+    )  # the tiny profile's world splits too
+    assert (
+        len(instruct.heldout_entities(["a", "b"], 0.01)) == 1
+        and len(instruct.heldout_entities(["a", "b"], 0.99)) == 1
+    )
     # templates: no training question is worded like any evaluation question
     eval_prefixes = {q["question"].split(" The ")[0] for q in full_eval}
     train_questions = [

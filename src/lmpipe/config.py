@@ -22,7 +22,7 @@ class Section(BaseModel):
 
 
 # Component configs live beside their component and subclass Section, so they are imported after it.
-from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig  # noqa: E402
+from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -279,6 +279,7 @@ class EvaluateConfig(Section):
     toxicity: ToxicityConfig = ToxicityConfig()
     samples: SamplesConfig = SamplesConfig()
     lm_eval: LmEvalConfig = LmEvalConfig()
+    posttrain: PosttrainEvalConfig = PosttrainEvalConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -44,9 +44,17 @@ WORDS = [
 ]
 
 
-def is_heldout(entity: str, fraction: float) -> bool:
-    """Eval-only entity? A stable hash of the name, so every stage and test agrees without shared state."""
-    return int.from_bytes(hashlib.sha256(entity.encode()).digest()[:8], "big") / 2**64 < fraction
+def _rank(entity: str) -> int:
+    return int.from_bytes(hashlib.sha256(entity.encode()).digest()[:8], "big")
+
+
+def heldout_entities(names: list[str], fraction: float) -> set[str]:
+    """Eval-only entities: the ``fraction`` (at least one, never all) with the lowest stable name hash, so every
+    stage and test agrees without shared state, and small worlds (the tiny profile's 6) still split."""
+    if len(names) < 2:
+        raise ValueError(f"the entity split needs at least 2 entities, got {len(names)}")
+    k = min(len(names) - 1, max(1, round(fraction * len(names))))
+    return set(sorted(names, key=_rank)[:k])
 
 
 def _user(text: str) -> dict:
@@ -91,13 +99,9 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     ev.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed * 7919 + 11)
-    train = [o for o in orgs if not is_heldout(o.name, cfg.heldout_entity_fraction)]
-    held = [o for o in orgs if is_heldout(o.name, cfg.heldout_entity_fraction)]
-    if not train or not held:
-        raise ValueError(
-            f"entity split left no {'train' if not train else 'held-out'} entity "
-            f"({len(orgs)} entities, heldout_entity_fraction={cfg.heldout_entity_fraction})"
-        )
+    eval_only = heldout_entities([o.name for o in orgs], cfg.heldout_entity_fraction)
+    train = [o for o in orgs if o.name not in eval_only]
+    held = [o for o in orgs if o.name in eval_only]
 
     def qa(o: world.Organisation, field: str) -> tuple[str, str, str]:
         tid, wording, attr = TRAIN_TEMPLATES[field]

@@ -150,3 +150,24 @@ class PosttrainConfig(Section):
                 f"data.min_ngram ({self.data.min_ngram}) must not exceed data.ngram ({self.data.ngram})"
             )
         return self
+
+
+class PosttrainEvalConfig(Section):
+    """What ``evaluate`` measures on every model for post-training (section ``evaluate.posttrain``).
+
+    Chat models are prompted through their chat template, others with ``Question: ...\\nAnswer:``, so base → cpt →
+    sft → dpo → rlvr line up on the same held-out items.
+    """
+
+    enabled: bool = True
+    qa: str | None = Field("data/eval/posttrain_qa.jsonl", description="held-out fictional questions (EM)")
+    math: list[str] = Field(
+        default_factory=lambda: ["data/eval/math_heldout.jsonl"],
+        description="JSONL {question, answer}; a GSM8K file works as is (answer ending '#### n')",
+    )
+    pairs: str | None = Field(
+        "data/eval/pref_heldout.jsonl", description="held-out {question, chosen, rejected}"
+    )
+    max_items: int | None = Field(60, ge=1, description="per set")
+    max_new_tokens: int = Field(24, ge=1)
+    samples: int = Field(4, ge=0, description="sample answers per set and model kept for the report")

@@ -25,7 +25,7 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
@@ -46,6 +46,11 @@ from lmpipe.posttrain.trainer import (
     trainer_args,
     write_curves,
 )
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 
 class StuckLossError(RuntimeError):
@@ -308,7 +313,9 @@ def train_dpo(
     }
 
 
-def run(p: Any, io: Any, ex: Any = None) -> dict[str, Any]:
-    """Stage entry (contract ``run(p, io, ex)``): ``io.model`` (the SFT model) → ``io.out``."""
-    seed = p.posttrain.dpo.train.seed if p.posttrain.dpo.train.seed is not None else p.run.seed
-    return train_dpo(p.posttrain, io.model, io.out, io.ckpt, io.data, io.live, io.cache, seed)
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``dpo``: ``posttrain.dpo.init_from`` → ``io.out``; checkpoints in ``io.ckpt``, the checked data
+    and its quarantine in ``io.data``, curves in ``io.live``."""
+    cfg = p.posttrain.dpo
+    seed = cfg.train.seed if cfg.train.seed is not None else p.run.seed
+    return train_dpo(p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, io.cache, seed)

@@ -120,21 +120,26 @@ def sequence_logps(
 
 
 def preference_metrics(
-    model: Any, tok: Any, pairs: list[Pair], ref: list[tuple[float, float]] | None = None, beta: float = 0.1
+    model: Any,
+    tok: Any,
+    prompts: list[str],
+    chosen: list[str],
+    rejected: list[str],
+    ref: list[tuple[float, float]] | None = None,
+    beta: float = 0.1,
 ) -> dict[str, float]:
-    """Held-out preference accuracy and margin.
+    """Held-out preference accuracy and margin of completions after (already formatted) prompts.
 
-    Policy-only: accuracy = share of pairs with log π(chosen) > log π(rejected) (per token, so length does not
+    Policy-only: accuracy = share of pairs with log π(chosen) > log π(rejected) per token (so length does not
     decide), margin = mean per-token log-prob difference. With ``ref`` (reference log-probs per pair): DPO's
     implicit reward margin β[(log π_c − log ref_c) − (log π_r − log ref_r)] and its accuracy.
     """
-    prompts = [prompt_text(tok, p.prompt) for p in pairs]
-    c = sequence_logps(model, tok, prompts, [p.chosen for p in pairs])
-    r = sequence_logps(model, tok, prompts, [p.rejected for p in pairs])
-    n = max(len(pairs), 1)
+    c = sequence_logps(model, tok, prompts, chosen)
+    r = sequence_logps(model, tok, prompts, rejected)
+    n = max(len(prompts), 1)
     diffs = [cl / cn - rl / rn for (cl, cn), (rl, rn) in zip(c, r, strict=True)]
     out = {
-        "pairs": len(pairs),
+        "pairs": len(prompts),
         "pref_accuracy": round(sum(d > 0 for d in diffs) / n, 4),
         "pref_margin": round(sum(diffs) / n, 4),
     }

@@ -11,7 +11,12 @@ generation config come from the instruct model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 ARCH_KEYS = (
     "model_type",
@@ -102,7 +107,7 @@ def add_residual(
     }
 
 
-def run(p: Any, io: Any, ex: Any = None) -> dict[str, Any]:
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage entry (contract ``run(p, io, ex)``); a no-op marker when ``posttrain.residual.enabled`` is false."""
     cfg = p.posttrain.residual
     if not cfg.enabled:

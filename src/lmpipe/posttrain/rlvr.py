@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmpipe.posttrain.chat import encode
 from lmpipe.posttrain.config import PosttrainConfig
@@ -31,6 +31,11 @@ from lmpipe.posttrain.trainer import (
     trainer_args,
     write_curves,
 )
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 
 def prompt_rows(post: PosttrainConfig, tok: Any, seed: int, data_dir: Path | None) -> tuple[list[dict], dict]:
@@ -143,7 +148,9 @@ def train_rlvr(
     }
 
 
-def run(p: Any, io: Any, ex: Any = None) -> dict[str, Any]:
-    """Stage entry (contract ``run(p, io, ex)``): ``io.model`` (the DPO model) → ``io.out``."""
-    seed = p.posttrain.rlvr.train.seed if p.posttrain.rlvr.train.seed is not None else p.run.seed
-    return train_rlvr(p.posttrain, io.model, io.out, io.ckpt, io.data, io.live, seed)
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``rlvr``: ``posttrain.rlvr.init_from`` → ``io.out``; checkpoints in ``io.ckpt``, the checked data
+    and its quarantine in ``io.data``, curves in ``io.live``."""
+    cfg = p.posttrain.rlvr
+    seed = cfg.train.seed if cfg.train.seed is not None else p.run.seed
+    return train_rlvr(p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, seed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmpipe.posttrain.chat import ensure_chat_template, tokenize_chat
 from lmpipe.posttrain.config import PosttrainConfig, PosttrainDataConfig
@@ -31,6 +31,11 @@ from lmpipe.posttrain.trainer import (
     trainer_args,
     write_curves,
 )
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 
 def load_model(model_dir: str | Path, template: str = "chatml") -> tuple[Any, Any, bool]:
@@ -165,7 +170,9 @@ def train_sft(
     }
 
 
-def run(p: Any, io: Any, ex: Any = None) -> dict[str, Any]:
-    """Stage entry (contract ``run(p, io, ex)``): ``io.model`` → ``io.out``; data per ``posttrain.data``."""
-    seed = p.posttrain.sft.train.seed if p.posttrain.sft.train.seed is not None else p.run.seed
-    return train_sft(p.posttrain, io.model, io.out, io.ckpt, io.data, io.live, seed)
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``sft``: ``posttrain.sft.init_from`` → ``io.out``; checkpoints in ``io.ckpt``, the checked data
+    and its quarantine in ``io.data``, curves in ``io.live``."""
+    cfg = p.posttrain.sft
+    seed = cfg.train.seed if cfg.train.seed is not None else p.run.seed
+    return train_sft(p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, seed)

@@ -102,7 +102,7 @@ def export(model: Any, tok: Any, out_dir: str | Path) -> None:
 def write_curves(
     log_history: list[dict[str, Any]], live_dir: str | Path
 ) -> dict[str, list[tuple[int, float]]]:
-    """Every numeric per-step log value as a DVCLive-style TSV; returns the curves."""
+    """Every numeric per-step log value as a DVCLive-style TSV (+ ``metrics.json``: the last values)."""
     curves: dict[str, list[tuple[int, float]]] = {}
     for row in log_history:
         if "step" not in row or "train_runtime" in row:
@@ -112,6 +112,10 @@ def write_curves(
                 curves.setdefault(k, []).append((int(row["step"]), float(v)))
     base = Path(live_dir) / "plots" / "metrics" / "train"
     shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True, exist_ok=True)
+    last = {name.replace("/", "_"): pts[-1][1] for name, pts in curves.items()}
+    steps = [s for pts in curves.values() for s, _ in pts]
+    (Path(live_dir) / "metrics.json").write_text(json.dumps({"step": max(steps, default=0), "train": last}, indent=1))
     for name, pts in curves.items():
         path = base / f"{name.replace('/', '_')}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
