@@ -217,7 +217,8 @@ def test_demo_instruct_disjoint_from_eval(tmp_path):
         len(instruct.heldout_entities([f"e{i}" for i in range(6)], 0.3)) == 2
     )  # the tiny profile's world splits too
     assert (
-        len(instruct.heldout_entities(["a", "b"], 0.01)) == 1
+        instruct.heldout_entities(["solo"], 0.3) == {"solo"}
+        and len(instruct.heldout_entities(["a", "b"], 0.01)) == 1
         and len(instruct.heldout_entities(["a", "b"], 0.99)) == 1
     )
     # templates: no training question is worded like any evaluation question

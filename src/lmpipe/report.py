@@ -187,7 +187,7 @@ POSTTRAIN_LABELS = {
     "qa_exact_match": "held-out QA exact match",
     "pref_accuracy": "preference accuracy (held-out pairs)",
     "pref_margin": "preference margin (log-prob/token)",
-    "response_tokens_mean": "response length (tokens)",
+    "response_chars_mean": "response length (characters)",
     "format": "prompt format",
 }
 
@@ -203,7 +203,7 @@ def posttrain_section(ev: dict | None) -> Section:
         return sec
     keys = [k for k in ("qa_exact_match",) if any(k in m for m in models.values())]
     keys += sorted({k for m in models.values() for k in m if k.startswith("math_accuracy_")})
-    keys += [k for k in ("pref_accuracy", "pref_margin", "response_tokens_mean", "format")
+    keys += [k for k in ("pref_accuracy", "pref_margin", "response_chars_mean", "format")
              if any(k in m for m in models.values())]
     label = lambda k: POSTTRAIN_LABELS.get(k, k.replace("math_accuracy_", "math accuracy: "))  # noqa: E731
     sec.tables.append(Table(["metric", *models], [[label(k), *(fmt(m.get(k)) for m in models.values())] for k in keys],

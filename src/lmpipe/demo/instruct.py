@@ -49,10 +49,10 @@ def _rank(entity: str) -> int:
 
 
 def heldout_entities(names: list[str], fraction: float) -> set[str]:
-    """Eval-only entities: the ``fraction`` (at least one, never all) with the lowest stable name hash, so every
+    """Eval-only entities: the ``fraction`` (at least one, never all of 2+) with the lowest stable name hash, so every
     stage and test agrees without shared state, and small worlds (the tiny profile's 6) still split."""
-    if len(names) < 2:
-        raise ValueError(f"the entity split needs at least 2 entities, got {len(names)}")
+    if len(names) < 2:  # a one-entity world is all evaluation: nothing about it is trained on
+        return set(names)
     k = min(len(names) - 1, max(1, round(fraction * len(names))))
     return set(sorted(names, key=_rank)[:k])
 
@@ -181,6 +181,7 @@ def generate(
             "rejected": prng.choice([c for c in q["choices"] if c != q["answer"]]),
         }
         for q in heldout_qa
+        if len(q["choices"]) > 1  # a one-entity world has no wrong option to pair with
     ]
     pairs += [
         {

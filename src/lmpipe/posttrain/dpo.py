@@ -37,6 +37,7 @@ from lmpipe.posttrain.decontam import clean
 from lmpipe.posttrain.preference import off_policy_pairs, on_policy_pairs, prompt_text
 from lmpipe.posttrain.sft import load_model
 from lmpipe.posttrain.trainer import (
+    check_context,
     curve_summary,
     data_hash,
     export,
@@ -279,6 +280,7 @@ def train_dpo(
     set_threads(post.dpo.train.threads)
     model, tok, added = load_model(model_dir)
     ref_hash = model_hash(model_dir)
+    check_context(model, post.data.max_length)
     rows, data_stats = build_pairs(post, model, tok, seed, Path(data_dir))
     fingerprint = {
         "stage": "dpo",

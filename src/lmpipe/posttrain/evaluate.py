@@ -4,7 +4,7 @@
   trained on; see :mod:`lmpipe.demo.instruct`);
 - math accuracy by ``math-verify`` on held-out problems (and any GSM8K-format file);
 - preference accuracy and margin on held-out pairs (per-token log-probs, policy only);
-- mean response length in tokens of the generated answers.
+- mean response length (characters) of the generated answers.
 Models with a chat template are prompted through it; others (the base and cpt models) with
 ``Question: ...\\nAnswer:``, the format their pretraining data used.
 """
@@ -58,7 +58,7 @@ def posttrain_metrics(
     lengths: list[int] = []
 
     def keep(kind: str, q: str, ans: str, gold: str, ok: float) -> None:
-        lengths.append(len(lm.encode([ans])[0]) if ans else 0)
+        lengths.append(len(ans))
         if sum(1 for s in samples if s["kind"] == kind) < cfg.samples:
             samples.append(
                 {
@@ -99,5 +99,5 @@ def posttrain_metrics(
             [f" {it['rejected']}" if not lm.tokenizer.chat_template else it["rejected"] for it in items],
         )
         res.update(pm)
-    res["response_tokens_mean"] = round(sum(lengths) / max(len(lengths), 1), 2)
+    res["response_chars_mean"] = round(sum(lengths) / max(len(lengths), 1), 2)
     return res, samples

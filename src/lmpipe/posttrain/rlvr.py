@@ -22,6 +22,7 @@ from lmpipe.posttrain.preference import prompt_text
 from lmpipe.posttrain.rewards import verifiable_reward
 from lmpipe.posttrain.sft import load_model
 from lmpipe.posttrain.trainer import (
+    check_context,
     curve_summary,
     data_hash,
     export,
@@ -118,6 +119,7 @@ def train_rlvr(
 ) -> dict[str, Any]:
     set_threads(post.rlvr.train.threads)
     model, tok, added = load_model(model_dir)
+    check_context(model, post.data.max_length)
     rows, data_stats = prompt_rows(post, tok, seed, Path(data_dir))
     fingerprint = {
         "stage": "rlvr",

@@ -22,6 +22,7 @@ from lmpipe.posttrain.config import PosttrainConfig, PosttrainDataConfig
 from lmpipe.posttrain.data import Chat, Quarantined, Split, read_sources, write_jsonl
 from lmpipe.posttrain.decontam import clean
 from lmpipe.posttrain.trainer import (
+    check_context,
     curve_summary,
     data_hash,
     export,
@@ -139,6 +140,7 @@ def train_sft(
 ) -> dict[str, Any]:
     set_threads(post.sft.train.threads)
     model, tok, added = load_model(model_dir, post.sft.chat_template)
+    check_context(model, post.data.max_length)
     rows, data_stats = prepare(post.data, tok, data_dir)
     fingerprint = {
         "stage": "sft",

@@ -115,7 +115,9 @@ def write_curves(
     base.mkdir(parents=True, exist_ok=True)
     last = {name.replace("/", "_"): pts[-1][1] for name, pts in curves.items()}
     steps = [s for pts in curves.values() for s, _ in pts]
-    (Path(live_dir) / "metrics.json").write_text(json.dumps({"step": max(steps, default=0), "train": last}, indent=1))
+    (Path(live_dir) / "metrics.json").write_text(
+        json.dumps({"step": max(steps, default=0), "train": last}, indent=1)
+    )
     for name, pts in curves.items():
         path = base / f"{name.replace('/', '_')}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +134,15 @@ def curve_summary(curves: dict[str, list[tuple[int, float]]], *names: str) -> di
             key = n.replace("/", "_")
             out[f"{key}_start"], out[f"{key}_end"] = round(pts[0][1], 5), round(pts[-1][1], 5)
     return out
+
+
+def check_context(model: Any, max_length: int) -> None:
+    ctx = getattr(model.config, "max_position_embeddings", None)
+    if ctx is not None and max_length > ctx:
+        raise ValueError(
+            f"posttrain.data.max_length ({max_length}) exceeds the model's context ({ctx} tokens): "
+            "lower it, or post-train a model with a longer context"
+        )
 
 
 def set_threads(n: int) -> None:
