@@ -35,6 +35,7 @@ def test_posttrain_metrics_on_chat_and_plain_models(tmp_path):
     ]
     for name, rows in (("qa", qa), ("gsm", math), ("pairs", pairs)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert not PosttrainEvalConfig().enabled  # nothing named, nothing measured
     cfg = PosttrainEvalConfig(
         qa=str(tmp_path / "qa.jsonl"),
         math=[str(tmp_path / "gsm.jsonl")],

@@ -153,21 +153,23 @@ class PosttrainConfig(Section):
 
 
 class PosttrainEvalConfig(Section):
-    """What ``evaluate`` measures on every model for post-training (section ``evaluate.posttrain``).
+    """What ``evaluate`` measures on every model for post-training (section ``evaluate.posttrain``); nothing when no
+    set is named.
 
     Chat models are prompted through their chat template, others with ``Question: ...\\nAnswer:``, so base → cpt →
     sft → dpo → rlvr line up on the same held-out items.
     """
 
-    enabled: bool = True
-    qa: str | None = Field("data/eval/posttrain_qa.jsonl", description="held-out fictional questions (EM)")
+    qa: str | None = Field(None, description="held-out fictional questions {question, answer} (exact match)")
     math: list[str] = Field(
-        default_factory=lambda: ["data/eval/math_heldout.jsonl"],
+        default_factory=list,
         description="JSONL {question, answer}; a GSM8K file works as is (answer ending '#### n')",
     )
-    pairs: str | None = Field(
-        "data/eval/pref_heldout.jsonl", description="held-out {question, chosen, rejected}"
-    )
+    pairs: str | None = Field(None, description="held-out preference pairs {question, chosen, rejected}")
     max_items: int | None = Field(60, ge=1, description="per set")
     max_new_tokens: int = Field(24, ge=1)
     samples: int = Field(4, ge=0, description="sample answers per set and model kept for the report")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.qa or self.math or self.pairs)

@@ -141,9 +141,10 @@ def fit_pairs(pairs: list[Pair], tok: Any, max_length: int) -> tuple[list[dict],
 
 
 def build_pairs(
-    post: PosttrainConfig, model: Any, tok: Any, seed: int, data_dir: Path | None
+    post: PosttrainConfig, model: Any, tok: Any, seed: int, data_dir: Path | None, model_id: str
 ) -> tuple[list[dict], dict]:
-    """Training pairs (decontaminated, length-checked) and their metrics; the pairs are cached in ``data_dir``."""
+    """Training pairs (decontaminated, length-checked) and their metrics. Sampled pairs are cached in ``data_dir``
+    under a key of (``model_id``: the policy's model dir hash, prompts, sampling params, seed)."""
     cfg, data = post.dpo, post.data
     sources = data.preference or data.prompts
     read, per_file = read_sources(sources)
@@ -158,7 +159,7 @@ def build_pairs(
         stats["prompts_available"] = len(prompts)
         prompts = prompts[: cfg.max_prompts]
         key = {
-            "model": model_hash_of(model),
+            "model": model_id,
             "prompts": data_hash([p.id for p in prompts]),
             "dpo": cfg.model_dump(include={"pairs", "samples_per_prompt", "temperature", "max_new_tokens"}),
             "seed": seed,
@@ -196,14 +197,6 @@ def build_pairs(
     if not rows:
         raise RuntimeError(f"DPO: no usable preference pairs ({final.counts()})")
     return rows, {**stats, **final.counts(), "pair_origin": dict(origin)}
-
-
-def model_hash_of(model: Any) -> str:
-    """A cheap identity of in-memory weights (for the pair cache key): hash of a few parameter tensors' bytes."""
-    h = hashlib.sha256()
-    for _, p in list(model.named_parameters())[:4]:
-        h.update(p.detach().float().cpu().numpy().tobytes()[: 1 << 16])
-    return h.hexdigest()[:16]
 
 
 def make_trainer(
@@ -281,7 +274,7 @@ def train_dpo(
     model, tok, added = load_model(model_dir)
     ref_hash = model_hash(model_dir)
     check_context(model, post.data.max_length)
-    rows, data_stats = build_pairs(post, model, tok, seed, Path(data_dir))
+    rows, data_stats = build_pairs(post, model, tok, seed, Path(data_dir), ref_hash)
     fingerprint = {
         "stage": "dpo",
         "params": post.dpo.model_dump(),

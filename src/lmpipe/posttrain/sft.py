@@ -76,10 +76,8 @@ def prepare(cfg: PosttrainDataConfig, tok: Any, out_dir: str | Path | None = Non
         )
     decontaminated, contam = clean(read, cfg)
     rows, too_long = tokenize_chats(decontaminated.kept, tok, cfg.max_length)
-    final = Split(
-        [r for r in decontaminated.kept if r.id in {x["id"] for x in rows}],
-        decontaminated.rejected + too_long,
-    )
+    trained = {x["id"] for x in rows}
+    final = Split([r for r in decontaminated.kept if r.id in trained], decontaminated.rejected + too_long)
     counts = final.counts()
     if counts["in"] != read.counts()["in"] or not rows:
         raise RuntimeError(
