@@ -69,9 +69,9 @@ def test_every_bad_kind_is_quarantined_with_reason_and_raw_bytes(tmp_path):
     for r in rej:
         by_reason.setdefault(r["reason"], []).append(r)
     assert {k: len(v) for k, v in by_reason.items()} == {
-        "malformed_json": 2, "missing_text": 1, "invalid_utf8": 2, "empty": 1, "oversize": 1, "binary": 2}
+        "malformed_json": 2, "missing_text": 1, "undecodable": 2, "empty": 1, "oversize": 1, "binary": 2}
     assert stats["in"] == stats["kept"] + stats["rejected"] == 10
-    assert by_reason["invalid_utf8"][0]["raw"] in (lines[4], "Käse".encode("latin-1"))
+    assert by_reason["undecodable"][0]["raw"] in (lines[4], "Käse".encode("latin-1"))
     assert {r["raw"] for r in by_reason["malformed_json"]} == {lines[1], lines[2]}
     assert all(r["detail"] for r in rej)  # every quarantined record says why
     assert read_manifest(tmp_path / "o" / "rej")["docs"] == 9

@@ -11,13 +11,17 @@ not be decoded), so nothing is ever lost silently.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,7 +35,7 @@ DOC_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("domain", pa.string()),
         ("source", pa.string()),
-        ("meta", pa.string()),  # JSON object; a string keeps the schema stable across sources
+        ("meta", pa.string()),  # JSON object (dates as ISO 8601, bytes as base64); a string keeps the schema stable
     ]
 )
 REJECT_SCHEMA = pa.schema(
@@ -48,6 +52,24 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
+class UnwritableError(ValueError):
+    """A record no Parquet row can hold (text that is not valid Unicode, meta that is not JSON)."""
+
+
+def _json_value(value: Any) -> Any:
+    """Meta values JSON lacks, as Parquet and HF datasets give them: dates and times as ISO 8601, durations
+    as seconds, bytes as base64, decimals and UUIDs as strings. Anything else is not JSON (``unwritable``)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    if isinstance(value, timedelta):  # Arrow durations
+        return value.total_seconds()
+    raise TypeError(f"meta value of type {type(value).__name__} is not JSON")
+
+
 @dataclass(slots=True)
 class Document:
     id: str
@@ -57,7 +79,7 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
-        meta = json.dumps(self.meta, sort_keys=True, ensure_ascii=False) if self.meta else "{}"
+        meta = json.dumps(self.meta, sort_keys=True, ensure_ascii=False, default=_json_value) if self.meta else "{}"
         return {"id": self.id, "text": self.text, "domain": self.domain, "source": self.source, "meta": meta}
 
     @classmethod
@@ -81,6 +103,24 @@ class Rejected:
             row["text"] = None
         row.update(reason=self.reason, detail=self.detail, raw=self.raw)
         return row
+
+
+def as_writable_rejection(item: Document | Rejected, error: Exception) -> Rejected:
+    """``item`` quarantined in a form that always writes: its strings escaped, the original as JSON in ``raw``.
+
+    A kept document becomes reason ``unwritable``; a rejected one keeps its reason and gains the note.
+    """
+    doc = item.doc if isinstance(item, Rejected) else item
+
+    def safe(s: str) -> str:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    original = {"id": doc.id, "text": doc.text, "domain": doc.domain, "source": doc.source, "meta": doc.meta}
+    raw = item.raw if isinstance(item, Rejected) and item.raw is not None else (
+        json.dumps(original, ensure_ascii=True, default=repr).encode("ascii"))
+    note = f"not writable as is ({safe(str(error))}); original in raw as escaped JSON"
+    reason, detail = (item.reason, f"{safe(item.detail)}; {note}") if isinstance(item, Rejected) else ("unwritable", note)
+    return Rejected(Document(safe(doc.id), "", safe(doc.domain), safe(doc.source), {}), reason, detail, raw)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -122,6 +162,7 @@ class ShardWriter:
         self.shards: list[ShardInfo] = []
         # column buffers: building Arrow arrays per column is far cheaper than from_pylist on row dicts
         self._cols: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self._str_cols = [f.name for f in schema if pa.types.is_string(f.type)]
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
         self._n = self._bytes = 0
@@ -130,12 +171,21 @@ class ShardWriter:
         return self.dir / f".{self.prefix}-{len(self.shards):04d}.parquet.tmp"
 
     def write(self, row: dict[str, Any] | Document | Rejected) -> None:
-        if not isinstance(row, dict):
-            row = row.to_row()
+        """Buffer one row; ``UnwritableError`` (nothing buffered) if a string is not valid Unicode or meta not JSON."""
+        try:
+            if not isinstance(row, dict):
+                row = row.to_row()
+            text_bytes = len((row.get("text") or "").encode("utf-8"))
+            for name in self._str_cols:  # Arrow would fail on the whole batch at flush time
+                value = row.get(name)
+                if value is not None and name != "text":
+                    value.encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
+            raise UnwritableError(str(e)) from e
         for name, col in self._cols.items():
             col.append(row.get(name))
         self._buffered += 1
-        self._bytes += len((row.get("text") or "").encode("utf-8"))
+        self._bytes += text_bytes
         if self._buffered >= self.row_group:
             self._flush()
         if self._n + self._buffered >= self.docs_per_shard:

@@ -9,7 +9,9 @@ output's DVC hash depends on its data alone. A rerun after a crash skips every u
 killed run resumes and produces byte-identical output; ``finalize`` then writes the manifests in unit
 order and deletes shards no unit owns (left over from older params).
 
-Counts are conserved: for every unit ``in == kept + rejected`` or the stage fails.
+Counts are conserved: for every unit ``in == kept + rejected`` or the stage fails. A record that no Parquet
+row can hold (text that is not valid Unicode, meta that is not JSON) is quarantined as ``unwritable``, with
+the original escaped in ``raw``, rather than failing the unit.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from lmpipe.documents import (
     Rejected,
     ShardInfo,
     ShardWriter,
+    UnwritableError,
+    as_writable_rejection,
     read_manifest,
     write_manifest,
 )
@@ -121,11 +125,14 @@ def run_unit(task: UnitTask) -> dict:
             except StopIteration as stop:
                 extra = stop.value or {}
                 break
-            if isinstance(item, Rejected):
+            try:
+                (rejected if isinstance(item, Rejected) else kept).write(item)
+            except UnwritableError as e:  # quarantined, escaped, instead of failing the unit
+                item = as_writable_rejection(item, e)
                 rejected.write(item)
+            if isinstance(item, Rejected):
                 reasons[item.reason] += 1
             else:
-                kept.write(item)
                 domains[item.domain] += 1
                 n_kept += 1
     n_rej = sum(reasons.values())

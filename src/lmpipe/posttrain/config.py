@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lmpipe.config import Section
+from lmpipe.sections import Section
 
 InstructFormat = Literal["messages", "alpaca", "alpaca_seed", "hh_rlhf", "pairs", "prompts"]
 
