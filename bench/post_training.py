@@ -32,19 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench._common import require_shared, write_result  # noqa: E402
+from bench._common import require_shared, stat, table, write_result  # noqa: E402
 from lmpipe.posttrain.config import InstructSource, PosttrainConfig  # noqa: E402
 from lmpipe.posttrain.data import Pair, read_source  # noqa: E402
 from lmpipe.tiny import build_tiny_model  # noqa: E402
-
-
-def summary(xs: list[float]) -> dict:
-    return {
-        "median": round(statistics.median(xs), 4),
-        "min": round(min(xs), 4),
-        "max": round(max(xs), 4),
-        "runs": [round(x, 4) for x in xs],
-    }
 
 
 def trained_tokens(trainer) -> float:
@@ -235,43 +226,84 @@ def main() -> None:
                 }
             )
             print(f"round {r}: {json.dumps(rounds[-1])}", flush=True)
-    ours = [x["sft"]["ours"]["tokens_per_s"] for x in rounds]
-    trl = [x["sft"]["trl"]["tokens_per_s"] for x in rounds]
-    cached = [x["dpo"]["cached"]["step_s"] for x in rounds]
-    live = [x["dpo"]["live"]["step_s"] for x in rounds]
-    write_result(
-        "post_training",
+    write(rounds, len(chats), len(pairs), a.steps, post.rlvr.train.max_steps, a.threads)
+
+
+def write(
+    rounds: list[dict],
+    n_chats: int,
+    n_pairs: int,
+    steps: int,
+    grpo_steps: int,
+    threads: int,
+    notes: list[str] | None = None,
+) -> None:
+    """The JSON of ``bench/results/post_training.json`` from the measured rounds."""
+    col = lambda *keys: [_get(x, keys) for x in rounds]  # noqa: E731
+    sft = table(
+        "SFT training throughput (same model, same chats)",
+        "tokens_per_s",
         {
-            "setup": {
-                "model": "tiny Llama d128 x4 layers, vocab 2048, ctx 256",
-                "threads": a.threads,
-                "rounds": a.rounds,
-                "sft": f"{len(chats)} Alpaca seed-task chats, {a.steps} steps x 4 packed rows of 256",
-                "dpo": f"{len(pairs)} HH-RLHF pairs, {a.steps} steps x 8 pairs",
-                "grpo": f"64 math prompts, {post.rlvr.train.max_steps} steps x 8 completions of <= 24 tokens",
+            "lmpipe sft stage (our assistant masks, BFD packing)": {
+                "tokens_per_s": stat(col("sft", "ours", "tokens_per_s"), 1),
+                "setup_s": stat(col("sft", "ours", "setup_s")),
             },
-            "sft_tokens_per_s": {
-                "ours": summary(ours),
-                "trl_sft_trainer": summary(trl),
-                "ratio_median": round(statistics.median(o / t for o, t in zip(ours, trl, strict=True)), 3),
-                "setup_s": {
-                    "ours": summary([x["sft"]["ours"]["setup_s"] for x in rounds]),
-                    "trl_sft_trainer": summary([x["sft"]["trl"]["setup_s"] for x in rounds]),
-                },
-            },
-            "dpo_step_s": {
-                "cached_ref_logps": summary(cached),
-                "live_ref_model": summary(live),
-                "speedup_median": round(
-                    statistics.median(lv / c for lv, c in zip(live, cached, strict=True)), 3
-                ),
-            },
-            "grpo": {
-                "rollouts_per_s": summary([x["grpo"]["rollouts_per_s"] for x in rounds]),
-                "step_s": summary([x["grpo"]["step_s"] for x in rounds]),
+            "TRL SFTTrainer direct (assistant_only_loss, packing)": {
+                "tokens_per_s": stat(col("sft", "trl", "tokens_per_s"), 1),
+                "setup_s": stat(col("sft", "trl", "setup_s")),
             },
         },
+        ours=["lmpipe sft stage (our assistant masks, BFD packing)"],
+        peers=["TRL SFTTrainer direct (assistant_only_loss, packing)"],
     )
+    dpo = table(
+        "DPO optimizer step",
+        "step_s",
+        {
+            "lmpipe dpo, reference log-probs from the disk cache": {
+                "step_s": stat(col("dpo", "cached", "step_s"))
+            },
+            "TRL DPOTrainer, reference model forward in every step": {
+                "step_s": stat(col("dpo", "live", "step_s"))
+            },
+        },
+        ours=["lmpipe dpo, reference log-probs from the disk cache"],
+        peers=["TRL DPOTrainer, reference model forward in every step"],
+        higher_is_better=False,
+    )
+    grpo = table(
+        "GRPO rollouts",
+        "rollouts_per_s",
+        {
+            "lmpipe rlvr (TRL GRPOTrainer, verifiable reward)": {
+                "rollouts_per_s": stat(col("grpo", "rollouts_per_s")),
+                "step_s": stat(col("grpo", "step_s")),
+            },
+        },
+        ours=["lmpipe rlvr (TRL GRPOTrainer, verifiable reward)"],
+        peers=[],
+    )
+    loss = {s: round(statistics.median(col("sft", s, "loss_end")), 4) for s in ("ours", "trl")}
+    write_result(
+        "post_training",
+        repeats=len(rounds),
+        tables=[sft, dpo, grpo],
+        input={
+            "model": "tiny Llama d128 x 4 layers, vocab 2048, context 256 (the pipeline model's shape)",
+            "threads": threads,
+            "sft": f"{n_chats} Alpaca seed-task chats, {steps} steps x 4 packed rows of 256 tokens",
+            "dpo": f"{n_pairs} HH-RLHF pairs, {steps} steps x 8 pairs",
+            "grpo": f"64 math prompts, {grpo_steps} steps x 8 completions of <= 24 tokens",
+        },
+        checks={"sft_final_loss_median": loss},
+        notes=notes,
+    )
+
+
+def _get(d: dict, keys: tuple) -> float:
+    for k in keys:
+        d = d[k]
+    return float(d)
 
 
 if __name__ == "__main__":
