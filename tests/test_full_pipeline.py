@@ -77,12 +77,27 @@ def test_training_stages_follow_the_profile(workspace):
 def test_evaluation_and_report(workspace):
     root, _, _ = workspace
     ev = metrics(root, "evaluate")
-    assert ev["model_order"] == ["pretrain", "cpt"]
+    assert ev["model_order"] == ["pretrain", "cpt", "sft", "dpo", "rlvr"]
     for m in ev["models"].values():
         assert m["heldout"] and m["qa"]["questions"] == 12
     assert "forgetting" in ev["models"]["cpt"]
     html = (root / "reports" / "index.html").read_text()
     assert "<html" in html and metrics(root, "report")["sections_missing"] == []
+
+
+def test_posttraining_stages_chain(workspace):
+    root, _, _ = workspace
+    for stage, steps in (("sft", 4), ("dpo", 3), ("rlvr", 2)):
+        m = metrics(root, stage)
+        assert m["steps"] == steps and (root / "models" / stage / "config.json").exists(), stage
+        assert m["data"]["in"] == m["data"]["kept"] + sum(m["data"]["rejected"].values()) > 0, stage
+        assert m["data"]["decontamination"]["contaminated_by_set"]["fiction_qa"] == 0, stage
+    assert metrics(root, "sft")["chat_template_added"] is True
+    assert sum(metrics(root, "dpo")["data"]["pair_origin"].values()) == metrics(root, "dpo")["data"]["kept"]
+    models = metrics(root, "evaluate")["models"]
+    assert models["pretrain"]["posttrain"]["format"] == "plain" and models["rlvr"]["posttrain"]["format"] == "chat"
+    assert "qa_exact_match" in models["sft"]["posttrain"] and "pref_accuracy" in models["dpo"]["posttrain"]
+    assert "Post-training" in (root / "reports" / "index.html").read_text()
 
 
 def test_rerun_with_nothing_changed_runs_no_stage(workspace):

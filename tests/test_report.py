@@ -39,7 +39,8 @@ def evaluate_json() -> dict:
                                                                      "code": {"bits_per_byte_delta": 0.3}},
                                    "mean_bits_per_byte_increase": 0.3, "mc_accuracy_delta": 0.36},
                     "toxicity": {"expected_max_toxicity": 0.2, "toxicity_probability": 0.1, "mean_toxicity": 0.05,
-                                 "prompts": 6, "samples_per_prompt": 4, "scorer": "wordlist-demo"}},
+                                 "prompts": 6, "samples_per_prompt": 4, "scorer": "wordlist-demo"},
+                    "posttrain": {"qa_exact_match": 0.2, "pref_accuracy": 0.5, "format": "plain"}},
             "pretrain": {"heldout": held(0.0), "qa": {"mc_accuracy": 0.25, "mc_accuracy_unnormalised": 0.26,
                                                       "exact_match": 0.0, "questions": 240}},
         },
@@ -113,9 +114,9 @@ def test_missing_inputs_are_stated_not_fatal(tmp_path: Path) -> None:
     out = tmp_path / "index.html"
     stats = build_report(inputs(tmp_path), ReportConfig(), out)
     html = out.read_text()
-    assert set(stats["sections_missing"]) == {"funnel", "mixture", "training", "heldout", "qa", "forgetting",
-                                              "toxicity", "samples"}
-    assert html.count("Not available yet") == 8 and stats["figures"] == 0
+    assert set(stats["sections_missing"]) == {"funnel", "mixture", "training", "heldout", "qa", "posttrain",
+                                              "forgetting", "toxicity", "samples"}
+    assert html.count("Not available yet") == 9 and stats["figures"] == 0
 
 
 def test_report_is_self_contained(run_dir: Path) -> None:

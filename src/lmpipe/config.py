@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig
 from lmpipe.sections import Section
 from lmpipe.web.config import WebConfig
 
@@ -52,6 +53,7 @@ class DemoConfig(Section):
     web_pages: int = Field(30, ge=0, description="HTML articles in the demo crawl (data/raw/crawl/*.warc.gz)")
     min_doc_chars: int = Field(200, ge=1)
     max_doc_chars: int = Field(6000, ge=100)
+    instruct: InstructDemoConfig = InstructDemoConfig()
 
 
 # ------------------------------------------------------------------------------------------ ingest
@@ -290,6 +292,7 @@ class EvaluateConfig(Section):
     toxicity: ToxicityConfig = ToxicityConfig()
     samples: SamplesConfig = SamplesConfig()
     lm_eval: LmEvalConfig = LmEvalConfig()
+    posttrain: PosttrainEvalConfig = PosttrainEvalConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -773,6 +776,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     cpt: CptConfig = CptConfig()
+    posttrain: PosttrainConfig = PosttrainConfig()
 
 
 class ConfigError(ValueError):

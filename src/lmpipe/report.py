@@ -183,6 +183,37 @@ def qa_section(ev: dict | None) -> Section:
     return sec
 
 
+POSTTRAIN_LABELS = {
+    "qa_exact_match": "held-out QA exact match",
+    "pref_accuracy": "preference accuracy (held-out pairs)",
+    "pref_margin": "preference margin (log-prob/token)",
+    "response_chars_mean": "response length (characters)",
+    "format": "prompt format",
+}
+
+
+def posttrain_section(ev: dict | None) -> Section:
+    sec = Section("posttrain", "Post-training: base → cpt → sft → dpo → rlvr",
+                  "Held-out items only: fictional questions about entities and in wording never trained on, fresh "
+                  "math problems scored by math-verify, preference pairs scored by per-token log-probabilities. "
+                  "Chat models are prompted through their template, the others as 'Question: ... Answer:'.")
+    models = {n: r["posttrain"] for n, r in (ev or {}).get("models", {}).items() if "posttrain" in r}
+    if not models:
+        sec.missing = "No post-training metrics yet (evaluate.posttrain disabled or not run)."
+        return sec
+    keys = [k for k in ("qa_exact_match",) if any(k in m for m in models.values())]
+    keys += sorted({k for m in models.values() for k in m if k.startswith("math_accuracy_")})
+    keys += [k for k in ("pref_accuracy", "pref_margin", "response_chars_mean", "format")
+             if any(k in m for m in models.values())]
+    label = lambda k: POSTTRAIN_LABELS.get(k, k.replace("math_accuracy_", "math accuracy: "))  # noqa: E731
+    sec.tables.append(Table(["metric", *models], [[label(k), *(fmt(m.get(k)) for m in models.values())] for k in keys],
+                            caption="models side by side, in pipeline order"))
+    bars = [k for k in keys if k == "qa_exact_match" or k.startswith("math_accuracy_") or k == "pref_accuracy"]
+    series = {label(k): [m.get(k, float("nan")) for m in models.values()] for k in bars}
+    sec.figures.append(_grouped_bars(list(models), series, "score", "Post-training metrics by model"))
+    return sec
+
+
 def forgetting_section(ev: dict | None) -> Section:
     sec = Section("forgetting", "Forgetting",
                   "Change of held-out bits/byte on old domains relative to the parent checkpoint "
@@ -284,18 +315,25 @@ def samples_section(path: Path, max_per_model: int) -> Section:
     if not path.is_file():
         sec.missing = f"{path.name} not found: the evaluate stage has not run yet."
         return sec
-    rows, per_model = [], {}
+    rows, per_model, answers = [], {}, []
     with path.open(encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
+            if r.get("kind", "").startswith("posttrain_"):  # held-out answers of every model, for post-training
+                answers.append([r["model"], r["prompt"], r["completion"], r["answer"], "✓" if r["correct"] else ""])
             if r.get("kind") != "sample" or per_model.get(r["model"], 0) >= max_per_model:
                 continue
             per_model[r["model"]] = per_model.get(r["model"], 0) + 1
             rows.append([r["model"], r["prompt"], r["completion"]])
-    if not rows:
+    if not rows and not answers:
         sec.missing = "No sample generations (evaluate.samples.prompts is empty)."
         return sec
-    sec.tables.append(Table(["model", "prompt", "completion"], rows))
+    if rows:
+        sec.tables.append(Table(["model", "prompt", "completion"], rows))
+    if answers:
+        answers.sort(key=lambda a: a[1])  # one question, every model's answer together (stable: pipeline order)
+        sec.tables.append(Table(["model", "held-out question", "answer", "gold", "right"], answers,
+                                caption="post-training: the same held-out questions answered by each model"))
     return sec
 
 
@@ -341,6 +379,7 @@ def build_sections(inp: ReportInputs, cfg: ReportConfig) -> list[Section]:
         training_section(inp, cfg),
         heldout_section(ev),
         qa_section(ev),
+        posttrain_section(ev),
         forgetting_section(ev),
         toxicity_section(ev),
     ]

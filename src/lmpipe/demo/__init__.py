@@ -19,6 +19,8 @@ list (LDNOOBW English). ``labels/toxicity.jsonl`` holds the demo's labelled exam
 with mild insults, none on that list) for training the filter's toxicity classifier (not ingested). The
 closed-book QA set about the fiction articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records
 what was planted where.
+Instruction data for post-training (chats, verifiable prompts) goes to ``instruct/`` and its held-out evaluation
+sets beside the QA set (:mod:`lmpipe.demo.instruct`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from lmpipe.config import Params
     from lmpipe.contract import StageIO
     from lmpipe.executors import Executor
-from lmpipe.demo import mathgen, noise, stdlib, world
+from lmpipe.demo import instruct, mathgen, noise, stdlib, world
 from lmpipe.demo.web import title_of, web_article_like, write_crawl
 
 
@@ -127,6 +129,7 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     pages = [(title_of(loc), t[: cfg.max_doc_chars]) for loc, t in stdlib.take(fresh, cfg.web_pages)]
     crawl = write_crawl(raw / "crawl" / "pages.warc.gz", pages, seed)
     planted.update({f"crawl_{k}": v for k, v in crawl["planted"].items()})
+    posttrain = instruct.generate(cfg.instruct, orgs, seed, raw / "instruct", ev)
 
     summary = {
         "docs": {"prose": len(prose), "code": len(code), "math": len(maths),
@@ -134,6 +137,7 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
                  "crawl": crawl["records"]},
         "planted": dict(sorted(planted.items())),
         "qa_questions": len(qa),
+        "instruct": posttrain,
     }
     (raw / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -74,6 +74,11 @@ def evaluate_model(
             em, rows = exact_match(lm, items, cfg.qa, bs)
             res["qa"]["exact_match"] = em["exact_match"]
             samples += [{"model": lm.name, "kind": "qa", "prompt": r["id"], **r} for r in rows]
+    if cfg.posttrain.enabled:
+        from lmpipe.posttrain.evaluate import posttrain_metrics
+
+        res["posttrain"], rows = posttrain_metrics(lm, cfg.posttrain, bs)
+        samples += rows
     if scorer is not None and cfg.toxicity.prompts:
         res["toxicity"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
         samples += [{"model": lm.name, "kind": "toxicity", **r} for r in rows]
@@ -133,6 +138,9 @@ def _headline(r: dict[str, Any]) -> str:
         parts.append(f"qa_mc={r['qa']['mc_accuracy']:.3f}")
         if "exact_match" in r["qa"]:
             parts.append(f"qa_em={r['qa']['exact_match']:.3f}")
+    if "posttrain" in r:
+        pt = r["posttrain"]
+        parts += [f"{k}={pt[k]:.3f}" for k in ("qa_exact_match", "pref_accuracy") if k in pt]
     if "toxicity" in r:
         parts.append(f"exp_max_tox={r['toxicity']['expected_max_toxicity']:.3f}")
     return " ".join(parts) + f" ({r['seconds']}s)"

@@ -1,0 +1,1 @@
+"""Post-training: instruction data, SFT → DPO → RLVR through TRL, and the instruction residual."""

@@ -1,0 +1,151 @@
+"""What every post-training stage shares around its TRL trainer: arguments, resume, export, curves.
+
+- Checkpoints are HF Trainer ``checkpoint-N`` dirs under the stage's checkpoint dir; a run killed at any point
+  (kill -9) resumes from the last one, and the logged curve (restored with the trainer state) continues it.
+  A fingerprint of (stage params, base model, data) lives beside them: a changed input never resumes a stale run.
+- The final model is written to a temporary dir and renamed, so ``models/<stage>`` is complete or absent.
+- Curves go to DVCLive's on-disk layout (``dvclive/<stage>/plots/metrics/train/<metric>.tsv``) for the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lmpipe.posttrain.config import TrainLoopConfig
+
+FINGERPRINT = "fingerprint.json"
+
+
+def model_hash(model_dir: str | Path) -> str:
+    """Hash of a model dir's weights, config and tokenizer files (what the model *is*)."""
+    d = Path(model_dir)
+    if not (d / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{d}: not an HF model directory (no config.json); run the stage that writes it"
+        )
+    h = hashlib.sha256()
+    for p in sorted(d.iterdir()):
+        if p.is_file() and (
+            p.suffix in {".safetensors", ".bin", ".json", ".jinja"} or p.name == "tokenizer.model"
+        ):
+            h.update(p.name.encode())
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:32]
+
+
+def data_hash(rows: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def prepare_checkpoints(ckpt_dir: str | Path, fingerprint: dict[str, Any]) -> str | None:
+    """The checkpoint to resume from, or None; checkpoints of other inputs are removed first."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = Path(ckpt_dir)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    fp = ckpt / FINGERPRINT
+    if fp.is_file() and json.loads(fp.read_text()) != fingerprint:
+        shutil.rmtree(ckpt)
+        ckpt.mkdir(parents=True)
+    fp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
+    return get_last_checkpoint(str(ckpt))
+
+
+def trainer_args(cls: type, loop: TrainLoopConfig, ckpt_dir: str | Path, seed: int, **extra: Any) -> Any:
+    """A TRL config (SFTConfig, DPOConfig, GRPOConfig) with the loop settings and CPU-safe defaults."""
+    import torch
+
+    return cls(
+        output_dir=str(ckpt_dir),
+        max_steps=loop.max_steps,
+        learning_rate=loop.lr,
+        warmup_steps=loop.warmup_steps,
+        per_device_train_batch_size=loop.batch_size,
+        gradient_accumulation_steps=loop.grad_accum,
+        weight_decay=loop.weight_decay,
+        lr_scheduler_type="linear",
+        seed=seed,
+        data_seed=seed,
+        save_strategy="steps",
+        save_steps=loop.save_steps,
+        save_total_limit=2,
+        logging_steps=loop.logging_steps,
+        report_to=[],
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        save_only_model=False,
+        **extra,
+    )
+
+
+def export(model: Any, tok: Any, out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def write_curves(
+    log_history: list[dict[str, Any]], live_dir: str | Path
+) -> dict[str, list[tuple[int, float]]]:
+    """Every numeric per-step log value as a DVCLive-style TSV (+ ``metrics.json``: the last values)."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in log_history:
+        if "step" not in row or "train_runtime" in row:
+            continue
+        for k, v in row.items():
+            if k not in ("step", "epoch") and isinstance(v, int | float) and math.isfinite(v):
+                curves.setdefault(k, []).append((int(row["step"]), float(v)))
+    base = Path(live_dir) / "plots" / "metrics" / "train"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True, exist_ok=True)
+    last = {name.replace("/", "_"): pts[-1][1] for name, pts in curves.items()}
+    steps = [s for pts in curves.values() for s, _ in pts]
+    (Path(live_dir) / "metrics.json").write_text(
+        json.dumps({"step": max(steps, default=0), "train": last}, indent=1)
+    )
+    for name, pts in curves.items():
+        path = base / f"{name.replace('/', '_')}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"step\t{name}\n" + "".join(f"{s}\t{v}\n" for s, v in pts))
+    return curves
+
+
+def curve_summary(curves: dict[str, list[tuple[int, float]]], *names: str) -> dict[str, Any]:
+    """First and last value of the named curves (``loss_start``, ``loss_end``, ...)."""
+    out: dict[str, Any] = {}
+    for n in names:
+        pts = curves.get(n)
+        if pts:
+            key = n.replace("/", "_")
+            out[f"{key}_start"], out[f"{key}_end"] = round(pts[0][1], 5), round(pts[-1][1], 5)
+    return out
+
+
+def check_context(model: Any, max_length: int) -> None:
+    ctx = getattr(model.config, "max_position_embeddings", None)
+    if ctx is not None and max_length > ctx:
+        raise ValueError(
+            f"posttrain.data.max_length ({max_length}) exceeds the model's context ({ctx} tokens): "
+            "lower it, or post-train a model with a longer context"
+        )
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
