@@ -29,9 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmpipe.config import TokenizeConfig  # noqa: E402
+from lmpipe.docsplit import split_plan  # noqa: E402
 from lmpipe.documents import Document, ShardWriter, iter_batches, write_manifest  # noqa: E402
 from lmpipe.executors import LocalExecutor  # noqa: E402
-from lmpipe.tokenization import Encoder, PackTask, pack_unit, split_plan, tokenize_corpus  # noqa: E402
+from lmpipe.tokenization import PackTask, pack_unit, tokenize_corpus  # noqa: E402
+from lmpipe.tokenizer import Encoder  # noqa: E402
 
 
 def build_corpus(shared: Path, out: Path, per_shard: int) -> Path:

@@ -31,15 +31,11 @@ sys.path.insert(0, str(ROOT / "src"))
 from lmpipe.config import TrainConfig, load_params  # noqa: E402
 from lmpipe.model import build_model, flops_per_token, n_params  # noqa: E402
 from lmpipe.schedules import lr_lambda  # noqa: E402
-from lmpipe.training import (  # noqa: E402
-    CausalLMModule,
-    StepHooks,
-    Throughput,
-    TokenDataModule,
-    build_trainer,
-    dvclive_logger,
-    peak_flops,
-)
+from lmpipe.training.callbacks import StepHooks, Throughput, peak_flops  # noqa: E402
+from lmpipe.training.data import TokenDataModule  # noqa: E402
+from lmpipe.training.module import CausalLMModule  # noqa: E402
+from lmpipe.training.resume import dvclive_logger  # noqa: E402
+from lmpipe.training.trainer import build_trainer  # noqa: E402
 
 VOCAB = 8192  # the demo tokenizer's size (tokenize.vocab_size)
 

@@ -146,7 +146,8 @@ def windows_of(index: TokenIndex, domain: str, n: int, split: str = "train") -> 
 @pytest.fixture(scope="module")
 def runs(corpus: dict) -> dict:
     """A parent trained on the base domains, then a CPT run of it on synthetic + replay."""
-    from lmpipe.training import mixture_samplers, train
+    from lmpipe.training.data import mixture_samplers
+    from lmpipe.training.trainer import train
 
     root = corpus["root"]
     base = TokenIndex.load(root / "tokens")
@@ -177,7 +178,7 @@ def test_cpt_starts_from_the_parents_weights(runs: dict) -> None:
     from transformers import AutoModelForCausalLM
 
     from lmpipe.model import build_model
-    from lmpipe.training import GlobalBatches, mixture_samplers
+    from lmpipe.training.data import GlobalBatches, mixture_samplers
 
     root, cfg = runs["root"], runs["cfg"]
     # the exact first batch of the CPT run, scored by hand with the parent and with a fresh model

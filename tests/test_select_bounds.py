@@ -135,3 +135,17 @@ def test_every_min_and_max_rule_has_a_boundary_case() -> None:
     have = {(c[0], c[1], c[2]) for c in CASES}
     assert want - have == set(), "add boundary cases for these rules"
     assert have - want == set()
+
+
+def test_the_rule_tables_name_real_knobs_and_cover_every_bound() -> None:
+    """Each family's RULES table names a field of that family's rules class, and every min_/max_ knob of
+    those classes is in a table (``max_percentile`` is the stage's per-domain cutoff, not a bound on a score)."""
+    from lmpipe.filters.select import RULES
+
+    classes = {family: next(a for a in getattr(field.annotation, "__args__", (field.annotation,))
+                            if isinstance(a, type) and issubclass(a, BaseModel))
+               for family, field in RuleSet.model_fields.items() if field.annotation not in (bool,)}
+    for r in RULES:
+        assert r.knob in classes[r.family].model_fields, r
+    want = {(family, knob) for family, cls in classes.items() for knob, _ in _knobs(cls())}
+    assert want - {(r.family, r.knob) for r in RULES} == {("perplexity", "max_percentile")}

@@ -15,7 +15,8 @@ from tokenizers import Tokenizer
 from lmpipe.config import TokenizeConfig
 from lmpipe.documents import Document, ShardWriter, iter_documents, read_manifest, write_manifest
 from lmpipe.executors import LocalExecutor
-from lmpipe.tokenization import token_dtype, tokenize_corpus
+from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenizer import token_dtype
 from tests.conftest import stage_cmd
 
 EOS = "<|endoftext|>"

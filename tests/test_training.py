@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
-from lmpipe.training import GlobalBatches, mixture_samplers, prepare_checkpoint_dir, train
+from lmpipe.training.data import GlobalBatches, mixture_samplers
+from lmpipe.training.resume import prepare_checkpoint_dir
+from lmpipe.training.trainer import train
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,7 +282,8 @@ def test_checkpoints_load_without_pickle_and_a_planted_one_is_refused(
 RUN = textwrap.dedent("""
     import json, sys
     from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
-    from lmpipe.training import mixture_samplers, train
+    from lmpipe.training.data import mixture_samplers
+    from lmpipe.training.trainer import train
     a = json.loads(sys.argv[1])
     cfg = TrainConfig(**a["train"])
     stats = train(ModelConfig(**a["model"]), cfg,

@@ -7,7 +7,7 @@ the original domains of ``data/tokens`` (replay against forgetting), with the LR
 
 Data layout: only the new documents are tokenized (:func:`tokenize_new_domains` → ``data/tokens-cpt``); replay
 reads the base token files in place through :meth:`lmpipe.mixture.TokenIndex.merge`, so nothing is packed twice
-and the replayed tokens are exactly the ones the parent saw. Training itself is :func:`lmpipe.training.train`
+and the replayed tokens are exactly the ones the parent saw. Training itself is :func:`lmpipe.training.trainer.train`
 with ``train.init_from``; this module adds the inputs that make a CPT run reproducible: the parent's weights
 are part of the checkpoint fingerprint, so a retrained parent never resumes a stale CPT checkpoint.
 """

@@ -12,8 +12,8 @@ domain. So the whole position is two numbers per domain plus the step counter: `
 tiny, JSON-friendly, and ``load_state_dict()`` continues the identical sequence. ``epochs_consumed()``
 counts passes per domain, so repeated data (a small domain with a big weight) is visible.
 
-``MixtureDataset`` (torch ``IterableDataset``, built lazily so importing this module does not import
-torch) yields ``(x, y)`` LongTensors and exposes the sampler's state for checkpoints.
+Training reads it through :mod:`lmpipe.training.data` (global batches sliced per rank); this module does
+not import torch.
 """
 
 from __future__ import annotations
@@ -255,11 +255,6 @@ class MixtureSampler:
             self._advance()
         return self.streams[domain].read(window * self.seq_len, self.seq_len + 1)
 
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """Endless ``(batch_size, seq_len + 1)`` int64 arrays."""
-        while True:
-            yield np.stack([next(self) for _ in range(batch_size)])
-
     # ------------------------------------------------------------------ position and reporting
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -300,67 +295,3 @@ class MixtureSampler:
     def epochs_consumed(self) -> dict[str, float]:
         """Passes over each domain's windows so far (1.0 = every window once; > 1 means repeats)."""
         return {d: (self.drawn[d] / self.windows[d] if self.windows[d] else 0.0) for d in self.weights}
-
-    def summary(self) -> dict[str, Any]:
-        """Normalised weights, tokens, windows per epoch and epochs consumed, per domain."""
-        epochs = self.epochs_consumed()
-        return {
-            "split": self.split,
-            "seq_len": self.seq_len,
-            "step": self.step,
-            "domains": {
-                d: {
-                    "weight": round(self.weights[d], 6),
-                    "tokens": len(self.streams[d]),
-                    "windows_per_epoch": self.windows[d],
-                    "epochs_consumed": round(epochs[d], 6),
-                }
-                for d in self.weights
-            },
-        }
-
-
-def _build_dataset_class() -> type:
-    import torch
-    from torch.utils.data import IterableDataset, get_worker_info
-
-    class MixtureDataset(IterableDataset):
-        """``(x, y)`` LongTensors of ``seq_len`` tokens (y is x shifted by one) from a ``MixtureSampler``.
-
-        Use with ``DataLoader(num_workers=0)``: the sampler's state then counts exactly the samples the
-        training loop received, which is what makes a resumed run identical. (Sampling is a memmap slice,
-        so worker processes would add nothing but a position that runs ahead of training.)
-        """
-
-        def __init__(self, sampler: MixtureSampler) -> None:
-            super().__init__()
-            self.sampler = sampler
-
-        def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            info = get_worker_info()
-            if info is not None and info.num_workers > 1:
-                raise RuntimeError("MixtureDataset keeps one exact position: use DataLoader(num_workers=0 or 1)")
-            for window in self.sampler:
-                t = torch.from_numpy(window)
-                yield t[:-1], t[1:]
-
-        def state_dict(self) -> dict[str, Any]:
-            return self.sampler.state_dict()
-
-        def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-            self.sampler.load_state_dict(state, strict)
-
-        def epochs_consumed(self) -> dict[str, float]:
-            return self.sampler.epochs_consumed()
-
-    MixtureDataset.__module__ = __name__
-    return MixtureDataset
-
-
-def __getattr__(name: str) -> Any:
-    # torch is imported only when MixtureDataset is first used
-    if name == "MixtureDataset":
-        cls = _build_dataset_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

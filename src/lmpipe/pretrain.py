@@ -36,7 +36,8 @@ def train_on_tokens(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train on ``mixture`` over the token dirs (merged when several: replay reads them in place)."""
-    from lmpipe.training import mixture_samplers, train, vocab_and_special_ids
+    from lmpipe.training.data import mixture_samplers, vocab_and_special_ids
+    from lmpipe.training.trainer import train
 
     index = TokenIndex.merge([TokenIndex.load(d) for d in token_dirs]) if len(token_dirs) > 1 \
         else TokenIndex.load(token_dirs[0])

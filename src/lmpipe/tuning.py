@@ -5,7 +5,7 @@ so every proposal is a point on the simplex (ranges bound the raw values; ``[x, 
 ``[0, 0]`` leaves it out). Optionally the peak LR, log-uniform in ``tune.lr = [low, high]``.
 
 Objective (:class:`MixtureObjective`): train the ``model`` section's architecture for ``tune.steps`` steps with
-:func:`lmpipe.training.train` on that mixture (no logger, one checkpoint in a scratch dir), export it, and score
+:func:`lmpipe.training.trainer.train` on that mixture (no logger, one checkpoint in a scratch dir), export it, and score
 it with :func:`lmpipe.evaluation.heldout_metrics`: the value is the mean bits/byte over ``tune.targets``.
 Training is seeded, so a trial's value is a function of its params, the seed and the data.
 
@@ -132,7 +132,7 @@ class MixtureObjective:
         work_dir: str | Path | None = None,
     ) -> None:
         from lmpipe.mixture import TokenIndex
-        from lmpipe.training import vocab_and_special_ids
+        from lmpipe.training.data import vocab_and_special_ids
 
         self.cfg, self.model, self.seed = cfg, model, seed
         self.tokens_dir, self.heldout_dir, self.tokenizer_dir = Path(tokens_dir), Path(heldout_dir), Path(tokenizer_dir)
@@ -147,7 +147,8 @@ class MixtureObjective:
     def __call__(self, weights: dict[str, float], lr: float) -> dict[str, Any]:
         from lmpipe.documents import iter_documents
         from lmpipe.evaluation import LM, heldout_metrics
-        from lmpipe.training import mixture_samplers, train
+        from lmpipe.training.data import mixture_samplers
+        from lmpipe.training.trainer import train
 
         cfg, targets = self.cfg, set(self.cfg.targets)
         if self.work_dir:

@@ -11,11 +11,16 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from lmpipe.filters.rules import Rule
 from lmpipe.filters.text import TERMINAL_PUNCTUATION, split_words
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 LINE_END = (".", "?", "!", '"', "'")
 POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+# The bound on these measurements (knob: config.C4Rules). The lorem-ipsum and curly-bracket page flags are
+# on/off switches, not bounds: select applies them explicitly.
+RULES = (Rule("c4", "sentences", "c4_sentences", "min", "min_sentences"),)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import re
 
+from lmpipe.filters.rules import Rule
+
+# Stored as ``mojibake`` by the score stage (knob: config.EncodingRules).
+RULES = (Rule("encoding", "mojibake", "mojibake", "max", "max_mojibake", optional=True),)
+
 _CP1252_HIGH = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
 MOJIBAKE = re.compile(f"[\u00c2-\u00f4][\u0080-\u00bf{_CP1252_HIGH}]+")
 

@@ -10,10 +10,37 @@ from itertools import accumulate
 
 import numpy as np
 
+from lmpipe.filters.rules import Rule, Scores
 from lmpipe.filters.text import LINE_SPLIT, PARAGRAPH_SPLIT, non_symbol_words
 
 BULLETS = ("•", "-")
 ELLIPSES = ("...", "…")
+
+
+def _has_words(s: Scores, _rules: object) -> bool:
+    return bool(s["gq_words"])  # the mean word length of a page without words is a placeholder 0
+
+
+# Bounds on these measurements (knobs: config.GopherQualityRules / GopherRepetitionRules). Within a family the
+# order is the order of ``meta["filter_failed"]``. The per-n n-gram scores exist only for the configured n.
+RULES = (
+    Rule("gopher_quality", "words", "gq_words", "min", "min_words"),
+    Rule("gopher_quality", "words", "gq_words", "max", "max_words"),
+    Rule("gopher_quality", "mean_word_len", "gq_mean_word_len", "min", "min_mean_word_len", when=_has_words),
+    Rule("gopher_quality", "mean_word_len", "gq_mean_word_len", "max", "max_mean_word_len", when=_has_words),
+    Rule("gopher_quality", "hash_ratio", "gq_hash_ratio", "max", "max_symbol_word_ratio"),
+    Rule("gopher_quality", "ellipsis_ratio", "gq_ellipsis_ratio", "max", "max_symbol_word_ratio"),
+    Rule("gopher_quality", "bullet_lines", "gq_bullet_lines", "max", "max_bullet_lines"),
+    Rule("gopher_quality", "ellipsis_lines", "gq_ellipsis_lines", "max", "max_ellipsis_lines"),
+    Rule("gopher_quality", "alpha_words", "gq_alpha_words", "min", "min_alpha_words"),
+    Rule("gopher_quality", "stop_words", "gq_stop_words", "min", "min_stop_words"),
+    Rule("gopher_repetition", "dup_para_frac", "gr_dup_para_frac", "max", "max_dup_para_frac"),
+    Rule("gopher_repetition", "dup_para_char_frac", "gr_dup_para_char_frac", "max", "max_dup_para_char_frac"),
+    Rule("gopher_repetition", "dup_line_frac", "gr_dup_line_frac", "max", "max_dup_line_frac"),
+    Rule("gopher_repetition", "dup_line_char_frac", "gr_dup_line_char_frac", "max", "max_dup_line_char_frac"),
+    Rule("gopher_repetition", "top_{n}gram_frac", "gr_top_{n}gram_frac", "max", "max_top_ngram_frac", optional=True),
+    Rule("gopher_repetition", "dup_{n}gram_frac", "gr_dup_{n}gram_frac", "max", "max_dup_ngram_frac", optional=True),
+)
 
 
 def quality_scores(text: str, words: list[str], stop_words: frozenset[str]) -> dict[str, float]:

@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from lmpipe.filters.rules import Rule, Scores
+
+if TYPE_CHECKING:
+    from lmpipe.config import LanguageRules
+
+
+def _accepted(s: Scores, rules: LanguageRules) -> bool:
+    return s.get("lang") in rules.languages  # a wrong language is rejected by select's membership test
+
+
+# Stored as ``lang`` and ``lang_score`` by the score stage (knob: config.LanguageRules).
+RULES = (Rule("language", "lang_score", "lang_score", "min", "min_score", optional=True, when=_accepted),)
 
 
 @lru_cache(maxsize=1)

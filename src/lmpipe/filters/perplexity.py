@@ -13,10 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from lmpipe.filters.rules import Rule
 from lmpipe.safeio import UnsafeFileError, from_json_array, json_array, load_npz, save_npz
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 FORMAT = "lmpipe.KneserNeyLM/1"
+
+# Stored as ``perplexity`` when a reference domain is configured (knob: config.PerplexityRules). The
+# ``max_percentile`` knob is not a bound on the score: the filter stage turns it into a per-domain cutoff.
+RULES = (Rule("perplexity", "perplexity", "perplexity", "max", "max_perplexity", optional=True),)
 
 
 class KneserNeyLM:

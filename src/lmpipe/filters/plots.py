@@ -7,46 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from lmpipe.config import FilterSelectConfig, RuleSet
+from lmpipe.filters.rules import Rule
+from lmpipe.filters.select import RULES
 
-# score key -> (rule family, attribute of that family's rules holding its threshold)
-THRESHOLDS: dict[str, tuple[str, str]] = {
-    "gq_words": ("gopher_quality", "min_words"),
-    "gq_mean_word_len": ("gopher_quality", "min_mean_word_len"),
-    "gq_hash_ratio": ("gopher_quality", "max_symbol_word_ratio"),
-    "gq_ellipsis_ratio": ("gopher_quality", "max_symbol_word_ratio"),
-    "gq_bullet_lines": ("gopher_quality", "max_bullet_lines"),
-    "gq_ellipsis_lines": ("gopher_quality", "max_ellipsis_lines"),
-    "gq_alpha_words": ("gopher_quality", "min_alpha_words"),
-    "gq_stop_words": ("gopher_quality", "min_stop_words"),
-    "gr_dup_para_frac": ("gopher_repetition", "max_dup_para_frac"),
-    "gr_dup_para_char_frac": ("gopher_repetition", "max_dup_para_char_frac"),
-    "gr_dup_line_frac": ("gopher_repetition", "max_dup_line_frac"),
-    "gr_dup_line_char_frac": ("gopher_repetition", "max_dup_line_char_frac"),
-    "c4_sentences": ("c4", "min_sentences"),
-    "fw_line_punct_ratio": ("fineweb", "min_line_punct_ratio"),
-    "fw_short_line_ratio": ("fineweb", "max_short_line_ratio"),
-    "fw_char_dup_ratio": ("fineweb", "max_char_dup_ratio"),
-    "fw_list_ratio": ("fineweb", "max_list_ratio"),
-    "lang_score": ("language", "min_score"),
-    "tox_word_frac": ("toxicity", "max_word_frac"),
-    "tox_classifier": ("toxicity", "max_classifier"),
-    "tox_hf": ("toxicity", "max_hf"),
-    "mojibake": ("encoding", "max_mojibake"),
-    "perplexity": ("perplexity", "max_perplexity"),
-}
+
+def bounding_rule(key: str) -> Rule | None:
+    """The rule whose bound is drawn on score ``key``'s histogram: the first in the tables, so a score with both
+    bounds shows its lower one (Gopher's upper bound of 100,000 words would only stretch the axis)."""
+    return next((r for r in RULES if r.bounds_score(key)), None)
 
 
 def threshold(rules: RuleSet, key: str) -> float | None:
-    if key.startswith(("gr_top_", "gr_dup_")) and key.endswith("gram_frac"):
-        r = rules.gopher_repetition
-        if r is None:
-            return None
-        n = int(key.split("_")[2].removesuffix("gram"))
-        table = r.max_top_ngram_frac if key.startswith("gr_top_") else r.max_dup_ngram_frac
-        return table.get(n)
-    fam, attr = THRESHOLDS.get(key, (None, None))
-    family = getattr(rules, fam, None) if fam else None
-    return getattr(family, attr, None) if family is not None else None
+    """The bound drawn on score ``key`` for a domain with ``rules`` (``None``: no line)."""
+    rule = bounding_rule(key)
+    family = getattr(rules, rule.family) if rule is not None else None
+    return rule.limit_for(key, family) if family is not None else None
 
 
 def histograms(sample: list[tuple[str, dict[str, Any]]], cfg: FilterSelectConfig, out_dir: str | Path) -> list[str]:
@@ -66,7 +41,7 @@ def histograms(sample: list[tuple[str, dict[str, Any]]], cfg: FilterSelectConfig
                 by_key[k][domain].append(float(v))
     written = []
     for key in sorted(by_key):
-        if key not in THRESHOLDS and not key.startswith("gr_"):
+        if bounding_rule(key) is None:
             continue  # flags, counts and ids: nothing to threshold
         domains = sorted(by_key[key])
         data = [np.asarray(by_key[key][d]) for d in domains]

@@ -1,5 +1,6 @@
 """Decide later: apply one domain's rule set (thresholds from ``filter.select``) to stored scores.
 
+The bounds come from each family's ``RULES`` table (:mod:`lmpipe.filters.rules`), collected in :data:`RULES`.
 Every failing check is recorded (``meta["filter_failed"]``), the first one in :data:`ORDER` names the
 rejection (``reason``) and its measurement the ``detail`` (``dup_line_frac=0.41 > 0.3``), so each dropped
 document says why. Kept documents of domains with ``pii_scrub`` get e-mails, phones and public IPs replaced.
@@ -19,7 +20,8 @@ from pydantic import BaseModel, ConfigDict
 
 from lmpipe.config import C4ScoreConfig, FilterSelectConfig, RuleSet
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents
-from lmpipe.filters import c4, pii
+from lmpipe.filters import c4, encoding, fineweb, gopher, language, perplexity, pii, toxicity
+from lmpipe.filters.rules import Failure, Rule, bound_failure
 from lmpipe.sharded import dataset_units, run_stage
 
 if TYPE_CHECKING:
@@ -33,15 +35,14 @@ ORDER = ("decontamination", "encoding", "toxicity", "gopher_quality/words", "gop
          "c4", "fineweb", "language", "perplexity")
 
 
+# Every bound, family by family; within a family the table order is the order failures are listed in.
+RULES: tuple[Rule, ...] = (*encoding.RULES, *toxicity.RULES, *gopher.RULES, *c4.RULES, *fineweb.RULES,
+                           *language.RULES, *perplexity.RULES)
+
+
 def _rank(f: Failure) -> int:
     key = f"{f.family}/{f.rule}"
     return ORDER.index(key) if key in ORDER else ORDER.index(f.family)
-
-
-class Failure(BaseModel):
-    family: str
-    rule: str
-    detail: str
 
 
 class SelectJob(BaseModel):
@@ -51,79 +52,30 @@ class SelectJob(BaseModel):
     ppl_cutoffs: dict[str, dict[str, float]] = {}  # domain -> {"max": x, "head": a, "tail": b}
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _max(fails: list[Failure], family: str, name: str, value: float | None, limit: float | None) -> None:
-    if limit is not None and value is not None and value > limit:
-        fails.append(Failure(family=family, rule=name, detail=f"{name}={_fmt(value)} > {_fmt(limit)}"))
-
-
-def _min(fails: list[Failure], family: str, name: str, value: float | None, limit: float | None) -> None:
-    if limit is not None and value is not None and value < limit:
-        fails.append(Failure(family=family, rule=name, detail=f"{name}={_fmt(value)} < {_fmt(limit)}"))
-
-
 def check(s: dict[str, Any], rules: RuleSet, ppl_cutoff: float | None = None) -> list[Failure]:
     """Every failing check of ``rules`` on scores ``s``, in :data:`ORDER`."""
     f: list[Failure] = []
+    # The checks that are not a bound on one score stay here: a switch plus the eval item to name,
+    # C4's page flags, FineWeb's page without lines, and language membership (a set, not a bound).
     if rules.decontamination and s.get("decontam_hits"):
         f.append(Failure(family="decontamination", rule="eval_ngram",
                          detail=f"shares {s['decontam_hits']} n-gram(s) with eval item {s['decontam_item']}"))
-    if (r := rules.encoding) is not None:
-        _max(f, "encoding", "mojibake", s.get("mojibake"), r.max_mojibake)
-    if (r := rules.toxicity) is not None:
-        _max(f, "toxicity", "tox_word_frac", s.get("tox_word_frac"), r.max_word_frac)
-        _max(f, "toxicity", "tox_classifier", s.get("tox_classifier"), r.max_classifier)
-        _max(f, "toxicity", "tox_hf", s.get("tox_hf"), r.max_hf)
-    if (r := rules.gopher_repetition) is not None:
-        fam = "gopher_repetition"
-        _max(f, fam, "dup_para_frac", s["gr_dup_para_frac"], r.max_dup_para_frac)
-        _max(f, fam, "dup_para_char_frac", s["gr_dup_para_char_frac"], r.max_dup_para_char_frac)
-        _max(f, fam, "dup_line_frac", s["gr_dup_line_frac"], r.max_dup_line_frac)
-        _max(f, fam, "dup_line_char_frac", s["gr_dup_line_char_frac"], r.max_dup_line_char_frac)
-        for n, lim in sorted(r.max_top_ngram_frac.items()):
-            _max(f, fam, f"top_{n}gram_frac", s.get(f"gr_top_{n}gram_frac"), lim)
-        for n, lim in sorted(r.max_dup_ngram_frac.items()):
-            _max(f, fam, f"dup_{n}gram_frac", s.get(f"gr_dup_{n}gram_frac"), lim)
-    if (r := rules.gopher_quality) is not None:
-        fam = "gopher_quality"
-        _min(f, fam, "words", s["gq_words"], r.min_words)
-        _max(f, fam, "words", s["gq_words"], r.max_words)
-        if s["gq_words"]:
-            _min(f, fam, "mean_word_len", s["gq_mean_word_len"], r.min_mean_word_len)
-            _max(f, fam, "mean_word_len", s["gq_mean_word_len"], r.max_mean_word_len)
-        _max(f, fam, "hash_ratio", s["gq_hash_ratio"], r.max_symbol_word_ratio)
-        _max(f, fam, "ellipsis_ratio", s["gq_ellipsis_ratio"], r.max_symbol_word_ratio)
-        _max(f, fam, "bullet_lines", s["gq_bullet_lines"], r.max_bullet_lines)
-        _max(f, fam, "ellipsis_lines", s["gq_ellipsis_lines"], r.max_ellipsis_lines)
-        _min(f, fam, "alpha_words", s["gq_alpha_words"], r.min_alpha_words)
-        _min(f, fam, "stop_words", s["gq_stop_words"], r.min_stop_words)
     if (r := rules.c4) is not None:
         if r.lorem_ipsum and s["c4_lorem_ipsum"]:
             f.append(Failure(family="c4", rule="lorem_ipsum", detail="a kept line contains 'lorem ipsum'"))
         if r.curly_bracket and s["c4_curly_bracket"]:
             f.append(Failure(family="c4", rule="curly_bracket", detail="a kept line contains '{'"))
-        _min(f, "c4", "sentences", s["c4_sentences"], r.min_sentences)
-    if (r := rules.fineweb) is not None:
-        fam = "fineweb"
-        if not s["fw_lines"]:
-            f.append(Failure(family=fam, rule="empty", detail="no non-blank line"))
-        elif not (r.line_punct_exclude_zero and s["fw_line_punct_ratio"] == 0):
-            _min(f, fam, "line_punct_ratio", s["fw_line_punct_ratio"], r.min_line_punct_ratio)
-        _max(f, fam, "short_line_ratio", s["fw_short_line_ratio"], r.max_short_line_ratio)
-        _max(f, fam, "char_dup_ratio", s["fw_char_dup_ratio"], r.max_char_dup_ratio)
-        _max(f, fam, "list_ratio", s["fw_list_ratio"], r.max_list_ratio)
-    if (r := rules.language) is not None:
-        if s.get("lang") not in r.languages:
-            f.append(Failure(family="language", rule="language",
-                             detail=f"lang={s.get('lang')} not in {r.languages}"))
-        else:
-            _min(f, "language", "lang_score", s.get("lang_score"), r.min_score)
-    if (r := rules.perplexity) is not None:
-        _max(f, "perplexity", "perplexity", s.get("perplexity"), r.max_perplexity)
-        _max(f, "perplexity", "perplexity_percentile", s.get("perplexity"), ppl_cutoff)
+    if rules.fineweb is not None and not s["fw_lines"]:
+        f.append(Failure(family="fineweb", rule="empty", detail="no non-blank line"))
+    if (r := rules.language) is not None and s.get("lang") not in r.languages:
+        f.append(Failure(family="language", rule="language", detail=f"lang={s.get('lang')} not in {r.languages}"))
+    for rule in RULES:
+        if (family_rules := getattr(rules, rule.family)) is not None:
+            f.extend(rule.failures(s, family_rules))
+    # The percentile cutoff is per domain, computed by the stage from all scores: not a knob's value.
+    ppl_fail = bound_failure("perplexity", "perplexity_percentile", "max", s.get("perplexity"), ppl_cutoff)
+    if rules.perplexity is not None and ppl_fail is not None:
+        f.append(ppl_fail)
     return sorted(f, key=_rank)
 
 

@@ -16,8 +16,17 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from lmpipe.filters.rules import Rule
 from lmpipe.filters.text import normalize_words
 from lmpipe.safeio import load_npz, save_npz
+
+# Stored by the score stage (knobs: config.ToxicityRules); the classifier and HF scores exist only when
+# their model is configured.
+RULES = (
+    Rule("toxicity", "tox_word_frac", "tox_word_frac", "max", "max_word_frac", optional=True),
+    Rule("toxicity", "tox_classifier", "tox_classifier", "max", "max_classifier", optional=True),
+    Rule("toxicity", "tox_hf", "tox_hf", "max", "max_hf", optional=True),
+)
 
 
 # ---------------------------------------------------------------------------------------- word list
