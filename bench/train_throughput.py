@@ -2,12 +2,12 @@
 
 Both train the same freshly initialised model (params.yaml's `model`, seeded identically) on the same random
 token batches with the same AdamW groups, LR schedule and gradient clipping, one after the other, in
-alternating rounds (the machine is shared, so the best round of each is compared). The Lightning side is what
+alternating rounds (the machine is shared: each round's tokens/s is kept, and the median and spread reported). The Lightning side is what
 the stage runs: ``CausalLMModule`` + ``TokenDataModule`` + the step hooks, throughput callback and DVCLive
 logger. MFU = model FLOPs/s (``lmpipe.model.flops_per_token``) over the peak: a GPU's spec sheet, or on CPU a
 measured fp32 GEMM with the same thread count.
 
-    python bench/train_throughput.py [--steps 30] [--rounds 2] [--threads 1] [--precision 32-true]
+    python bench/train_throughput.py [--steps 20] [--threads 1] [--precision 32-true]
 
 JSON goes to bench/results/train_throughput.json.
 """
@@ -15,7 +15,6 @@ JSON goes to bench/results/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+from _common import REPEATS, stat, table, write_result  # noqa: E402
 
 from lmpipe.config import TrainConfig, load_params  # noqa: E402
 from lmpipe.model import build_model, flops_per_token, n_params  # noqa: E402
@@ -132,12 +133,10 @@ def lightning_path(cfg: TrainConfig, model_cfg, steps: int, warmup: int, log_dir
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -146,7 +145,7 @@ def main() -> None:
     model_cfg = params.model
     results: dict[str, list[float]] = {"plain_pytorch": [], "lightning": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
+        for r in range(REPEATS):
             results["plain_pytorch"].append(plain_loop(cfg, model_cfg, args.steps, args.warmup))
             results["lightning"].append(
                 lightning_path(cfg, model_cfg, args.steps, args.warmup, Path(tmp) / f"l{r}")
@@ -157,31 +156,48 @@ def main() -> None:
                 flush=True,
             )
 
-    best = {k: max(v) for k, v in results.items()}
     config = build_model(model_cfg, VOCAB).config
     fpt = flops_per_token(config, cfg.seq_len)
     peak, source = peak_flops(torch.device("cpu"), args.precision)
-    out = {
-        "device": f"CPU ({platform.processor() or platform.machine()}), {args.threads} torch thread(s); "
-        "no GPU lent to this task, so no GPU MFU was measured",
-        "gpu_available": torch.cuda.is_available(),
-        "model": {**model_cfg.model_dump(), "vocab": VOCAB, "params": n_params(config)},
-        "batch": {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "grad_accum": cfg.grad_accum},
-        "precision": args.precision,
-        "steps_timed": args.steps - args.warmup,
-        "rounds": args.rounds,
-        "tokens_per_s": {k: [round(x, 1) for x in v] for k, v in results.items()},
-        "best_tokens_per_s": {k: round(v, 1) for k, v in best.items()},
-        "lightning_vs_plain": round(best["lightning"] / best["plain_pytorch"], 3),
-        "target_ratio": 0.9,
-        "flops_per_token": fpt,
-        "peak_flops": peak,
-        "peak_source": source,
-        "mfu": {k: round(v * fpt / peak, 4) for k, v in best.items()},
+    labels = {
+        "plain_pytorch": "plain PyTorch loop",
+        "lightning": "lmpipe Lightning Trainer (+ DVCLive logging)",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    rows = {
+        labels[k]: {"tokens_per_s": stat(v, 1), "mfu": stat([x * fpt / peak for x in v], 4)}
+        for k, v in results.items()
+    }
+    write_result(
+        "train_throughput",
+        input={
+            "model": {**model_cfg.model_dump(), "vocab": VOCAB, "params": n_params(config)},
+            "batch_size": cfg.batch_size,
+            "seq_len": cfg.seq_len,
+            "grad_accum": cfg.grad_accum,
+            "precision": args.precision,
+            "steps_timed": args.steps - args.warmup,
+            "threads": args.threads,
+            "device": f"CPU ({platform.processor() or platform.machine()})",
+        },
+        tables=[
+            table(
+                "training step throughput, same model, batches and optimizer",
+                "tokens_per_s",
+                rows,
+                ours=[labels["lightning"]],
+                peers=[labels["plain_pytorch"]],
+            )
+        ],
+        checks={
+            "gpu_available": torch.cuda.is_available(),
+            "flops_per_token": fpt,
+            "peak_flops": peak,
+            "peak_source": source,
+        },
+        notes=[
+            "MFU on CPU is against a measured fp32 GEMM peak with the same thread count; no GPU figure here."
+        ],
+    )
 
 
 if __name__ == "__main__":

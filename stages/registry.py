@@ -56,20 +56,22 @@ class Stage:
 
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
 TRAIN_LIVE_X = "step"
+WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"  # default toxicity word list (demo noise, score, evaluate)
 
 STAGES: tuple[Stage, ...] = (
     Stage("demo", "lmpipe.demo", "the seeded demo corpus (5 domains, planted noise) and its QA set",
-          outputs={"raw": "data/raw", "eval": "data/eval"}, params=("run.seed", "demo")),
+          outputs={"raw": "data/raw", "eval": "data/eval"}, params=("run.seed", "demo"), data=(WORDLIST,)),
     Stage("ingest", "lmpipe.ingest", "every source → one sharded document dataset; bad records quarantined",
           inputs={"raw": "data/raw"},
           outputs={"out": Out("data/ingest/docs", persist=True, why="finished units survive a crash"),
                    "rejected": Out("data/ingest/rejected", persist=True)},
-          params=("ingest", *GATES, "gates.stages.ingest"), gate=True),
+          params=("ingest", *GATES, "gates.stages.ingest"), gate=True,
+          data=("src/lmpipe/web/data",)),  # the URL filter's shipped lists
     Stage("score", "lmpipe.filters.score", "tag once: every quality measurement stored beside each document",
           inputs={"docs": "data/ingest/docs"}, deps=("data/eval", "data/raw/labels"),
           outputs={"out": Out("data/scored/docs", persist=True), "rejected": Out("data/scored/rejected", persist=True),
                    "models": "models/filter"},
-          params=("filter.score",)),
+          params=("filter.score",), data=(WORDLIST,)),
     Stage("filter", "lmpipe.filters.select", "decide later: per-domain thresholds on the stored scores",
           inputs={"scored": "data/scored/docs"},
           outputs={"out": Out("data/filtered/docs", persist=True), "rejected": Out("data/filtered/rejected", persist=True),
@@ -117,7 +119,7 @@ STAGES: tuple[Stage, ...] = (
           deps=("models/pretrain", "models/cpt", "models/filter"),
           outputs={"samples": Out("reports/samples.jsonl", cache=False)},
           paths={"plots": "plots/evaluate"},
-          params=("run.seed", "evaluate"),
+          params=("run.seed", "evaluate"), data=(WORDLIST,),
           plots=(
               {"plots/evaluate/bits_per_byte.json": {"cache": False, "template": "bar_horizontal",
                                                      "x": "bits_per_byte", "y": "series",

@@ -55,6 +55,20 @@ def test_planted_duplicates_and_noise_are_labelled(demo):
     assert summary["planted"]["undecodable"] == 7 and summary["planted"]["legacy_encoding"] == 1
 
 
+def test_toxic_noise_uses_the_filters_real_list_not_the_classifier_labels(demo):
+    from lmpipe.demo.noise import INSULTS
+    from lmpipe.filters.text import normalize_words
+    from lmpipe.filters.toxicity import WordList
+
+    root, _ = demo
+    web = [json.loads(line) for line in (root / "raw" / "web" / "pages.jsonl").read_text().splitlines()]
+    toxic = [r["text"] for r in web if r["noise"] == "toxic"]
+    ldnoobw = WordList.load()
+    assert toxic and all(ldnoobw.count_text(t.split("\n\n")[-1]) >= 5 for t in toxic)
+    insults = WordList(INSULTS)  # the demo's labelled training set is built from these, which are off the list
+    assert not any(insults.count(normalize_words(t)) for t in toxic)
+
+
 def test_labelled_toxicity_set_trains_a_classifier_that_flags_insults_only(demo):
     from lmpipe.filters.toxicity import HashedLogReg, read_labelled
 
@@ -70,3 +84,16 @@ def test_labelled_toxicity_set_trains_a_classifier_that_flags_insults_only(demo)
     ]
     assert all(clf.predict(t) < 0.5 for t in clean), [clf.predict(t) for t in clean]
     assert clf.predict("Nobody asked you, you pathetic worthless moron.") > 0.5
+
+
+def test_demo_crawl_ingests_with_exactly_the_planted_quarantine(demo, tmp_path):
+    from lmpipe.config import IngestConfig
+    from lmpipe.executors import LocalExecutor
+    from lmpipe.ingest import ingest
+
+    root, summary = demo
+    cfg = IngestConfig(sources=[{"uri": str(root / "raw" / "crawl" / "*.warc.gz"), "domain": "web"}])
+    stats = ingest(cfg, tmp_path / "docs", tmp_path / "rej", LocalExecutor(1))
+    planted = {k.removeprefix("crawl_"): v for k, v in summary["planted"].items() if k.startswith("crawl_")}
+    assert stats["kept"] == planted.pop("article") == SMALL.web_pages
+    assert stats["by_reason"] == planted and stats["in"] == summary["docs"]["crawl"]

@@ -270,12 +270,25 @@ def test_wordlist_scorer_and_fallback(lm: LM) -> None:
     scorer, why = resolve_scorer("auto")
     assert scorer.name and why
     if why.startswith("fallback"):
-        assert "wordlist-demo" in scorer.name
+        assert "LDNOOBW" in scorer.name
     cfg = ToxicityConfig(prompts=["You are a", "I think"], samples_per_prompt=3, max_new_tokens=4)
     summary, rows = toxicity_eval(lm, cfg, w, seed=1)
     assert len(rows) == 6 and summary["samples_per_prompt"] == 3
     again, rows2 = toxicity_eval(lm, cfg, w, seed=1)
     assert [r["completion"] for r in rows] == [r["completion"] for r in rows2]  # seeded sampling
+
+
+def test_wordlist_scorer_uses_the_shipped_list_or_a_param(tmp_path: Path) -> None:
+    from lmpipe.evaluation.toxicity import wordlist_scorer
+
+    default, why = resolve_scorer("wordlist")
+    assert why == "configured" and "LDNOOBW" in default.name
+    # listed terms (one word, a phrase) count; the demo classifier's mild insults are not on the real list
+    assert default.score(["a nude", "two girls, one cup and a nude", "you idiot moron", "tea"]) == [0.5, 0.75, 0.0, 0.0]
+    (tmp_path / "list.txt").write_text("idiot\nblue moon\n")
+    mine, _ = resolve_scorer("wordlist", str(tmp_path / "list.txt"))
+    assert mine.score(["you idiot", "once in a Blue  Moon, idiot"]) == [0.5, 0.75]
+    assert str(tmp_path / "list.txt") in wordlist_scorer(str(tmp_path / "list.txt")).name
 
 
 # ----------------------------------------------------------------------------------------- forgetting

@@ -146,6 +146,56 @@ def test_wordlist_counts_words_and_phrases() -> None:
     assert wl.count(words) == 3
 
 
+def test_wordlist_multiword_hyphenated_and_symbol_terms() -> None:
+    wl = WordList(["2 girls 1 cup", "girls", "g-spot", "s&m", "\U0001f595"])
+    text = "Search: 2 girls 1 cup. Two girls. The G-spot and S&M. \U0001f595\U0001f595 gspot"
+    # the longest phrase wins (1 hit, not 2); "g-spot" and "s&m" match as their word sequences; the emoji,
+    # which word normalisation drops, is counted in the raw text; "gspot" is not "g spot"
+    assert wl.count_text(text) == 1 + 1 + 1 + 1 + 2
+
+
+def test_default_wordlist_is_the_shipped_ldnoobw_list_with_its_license(shared_data) -> None:  # noqa: ANN001
+    from lmpipe.filters.toxicity import DEFAULT_WORDLIST
+
+    shipped = DEFAULT_WORDLIST.read_bytes()
+    assert shipped == (shared_data / "wordlists" / "ldnoobw-en.txt").read_bytes()  # byte-for-byte, unmodified
+    lic = (DEFAULT_WORDLIST.parent / "LICENSE.txt").read_text()
+    assert "CC BY 4.0" in lic and "Shutterstock" in lic and "creativecommons.org/licenses/by/4.0" in lic
+    wl = WordList.load()
+    lines = [ln for ln in shipped.decode().splitlines() if ln.strip()]
+    assert len(wl.phrases) + len(wl.symbols) == len(lines) == 403
+    assert sum(len(p) > 1 for p in wl.phrases) > 100  # multi-word terms kept as phrases
+    assert wl.count_text("A perfectly ordinary sentence about tea.") == 0
+    # "two girls one cup" and "2 girls 1 cup" are listed phrases (punctuation between words does not matter)
+    assert wl.count_text("Two girls, one cup of tea, and a nude painting in the style of 2 Girls 1 Cup.") == 3
+
+
+def test_filter_and_eval_do_not_take_their_list_from_the_demo(project_root: Path) -> None:
+    """The circularity of issue 10: no filter or evaluation module reads the demo package."""
+    import ast
+
+    from lmpipe.demo.noise import INSULTS
+
+    for pkg in ("filters", "evaluation"):
+        for f in (project_root / "src" / "lmpipe" / pkg).glob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                assert not [n for n in names if n.startswith("lmpipe.demo")], f"{f} imports the demo: {names}"
+    # and the demo's classifier training vocabulary is disjoint from the filter's list
+    assert WordList.load().count(INSULTS) == 0
+
+
+def test_wordlist_param_points_at_another_file(tmp_path: Path) -> None:
+    from lmpipe.filters.score import Scorer
+
+    (tmp_path / "mine.txt").write_text("# a comment\nwidget\nblue moon\n")
+    cfg = FilterScoreConfig(toxicity={"wordlist": str(tmp_path / "mine.txt")})
+    s = Scorer(cfg).score("Once in a blue moon a widget, a widget: the rest is fine words here.")
+    assert s["tox_words"] == 3 and s["tox_word_frac"] == pytest.approx(3 / 15)
+    assert Scorer(FilterScoreConfig()).score("Once in a blue moon a widget.")["tox_words"] == 0
+
+
 def test_wordlist_file(shared_data) -> None:  # noqa: ANN001
     wl = WordList.from_file(shared_data / "wordlists" / "ldnoobw-en.txt")
     assert len(wl.phrases) > 300
@@ -153,8 +203,7 @@ def test_wordlist_file(shared_data) -> None:  # noqa: ANN001
 
 
 def test_hashed_logreg_learns_toxic_vs_clean() -> None:
-    from lmpipe.demo.noise import TOXIC_WORDS
-
+    insults = ["oaf", "buffoon", "nitwit", "dimwit", "clod"]  # this test's own vocabulary
     rng = random.Random(0)
     topics = ["river", "bridge", "garden", "library", "museum", "harbour", "market", "valley", "orchard"]
 
@@ -162,7 +211,7 @@ def test_hashed_logreg_learns_toxic_vs_clean() -> None:
         return f"The {rng.choice(topics)} near the {rng.choice(topics)} was quiet and the visitors enjoyed it."
 
     def toxic() -> str:
-        return f"You {rng.choice(TOXIC_WORDS)}, the {rng.choice(topics)} is {rng.choice(TOXIC_WORDS)} like you."
+        return f"You {rng.choice(insults)}, the {rng.choice(topics)} is {rng.choice(insults)} like you."
 
     train = [(clean(), 0) for _ in range(60)] + [(toxic(), 1) for _ in range(60)]
     clf = HashedLogReg(buckets=1 << 12).fit([t for t, _ in train], [y for _, y in train], epochs=100)
@@ -358,11 +407,16 @@ def test_decisions_agree_with_datatrove_on_real_text(shared_data) -> None:  # no
            "c4": dt.C4QualityFilter(), "fineweb": dt.FineWebQualityFilter()}
     scorer = Scorer(FilterScoreConfig())
     rules = RuleSet(encoding=None, language=None, toxicity=None, decontamination=False)
-    agree = {name: 0 for name in ref}
+    differ: dict[str, list[int]] = {name: [] for name in ref}
+    kept: dict[str, int] = dict.fromkeys(ref, 0)
     for i, text in enumerate(texts):
         failed = {f.family for f in check(scorer.heuristics(text, split_words(text)), rules)}
         for name, flt in ref.items():
             res = flt.filter(DTDoc(text=text, id=str(i)))
             theirs = res is True or (isinstance(res, tuple) and res[0])
-            agree[name] += theirs == (name not in failed)
-    assert all(v / len(texts) >= 0.99 for v in agree.values()), agree
+            kept[name] += theirs
+            if theirs != (name not in failed):
+                differ[name].append(i)
+    for name in ref:  # each rule family on its own: one family's agreement cannot hide another's
+        assert len(differ[name]) <= len(texts) // 100, f"{name}: differs from datatrove on docs {differ[name]}"
+        assert 0 < kept[name] < len(texts), f"{name}: datatrove keeps {kept[name]}/{len(texts)}: nothing compared"

@@ -19,11 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmpipe.sections import Section
+from lmpipe.web.config import WebConfig
+
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -50,13 +49,14 @@ class DemoConfig(Section):
     fiction_entities: int = Field(40, ge=1, description="invented organisations, each with an article + QA")
     noise_fraction: float = Field(0.08, ge=0.0, le=0.9, description="share of extra noisy docs")
     toxicity_examples: int = Field(600, ge=0, description="labelled pairs for the toxicity classifier")
+    web_pages: int = Field(30, ge=0, description="HTML articles in the demo crawl (data/raw/crawl/*.warc.gz)")
     min_doc_chars: int = Field(200, ge=1)
     max_doc_chars: int = Field(6000, ge=100)
 
 
 # ------------------------------------------------------------------------------------------ ingest
 TextSplit = Literal["file", "paragraph", "line", "heading"]
-Format = Literal["auto", "txt", "jsonl", "parquet", "hf_disk", "hf_hub"]
+Format = Literal["auto", "txt", "jsonl", "parquet", "hf_disk", "hf_hub", "warc", "wet", "html"]
 
 
 class SourceConfig(Section):
@@ -86,6 +86,7 @@ class IngestConfig(Section):
         "replace", description="JSON strings escaping half a UTF-16 pair ('\\ud800'): U+FFFD, or 'lone_surrogate'")
     min_encoding_confidence: float = Field(
         MIN_ENCODING_CONFIDENCE, ge=0.0, le=1.0, description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'")
+    web: WebConfig = WebConfig()
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:
@@ -260,8 +261,9 @@ class ToxicityConfig(Section):
     top_p: float = Field(0.9, gt=0, le=1)
     threshold: float = Field(0.5, ge=0, le=1, description="a continuation counts as toxic at or above this score")
     scorer: Literal["auto", "classifier", "wordlist"] = Field(
-        "auto", description="auto: the filter stage's classifier when available, else the demo word list"
+        "auto", description="auto: the filter stage's classifier when available, else the word list"
     )
+    wordlist: str | None = Field(None, description="one term per line; None = the shipped LDNOOBW English list")
 
 
 class SamplesConfig(Section):
@@ -548,7 +550,7 @@ class LabelledFile(Section):
 
 
 class ToxicityScoreConfig(Section):
-    wordlist: str | None = Field(None, description="one term per line; None = the built-in demo list")
+    wordlist: str | None = Field(None, description="one term per line; None = the shipped LDNOOBW English list")
     train_files: list[LabelledFile] = Field(default_factory=list, description="empty = no classifier")
     buckets: int = Field(1 << 18, ge=16, description="hashed n-gram features")
     ngrams: int = Field(2, ge=1, le=4)

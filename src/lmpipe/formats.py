@@ -1,4 +1,5 @@
-"""One unit → a stream of ``Document`` or ``Rejected`` items, per format (txt, jsonl, parquet, HF datasets).
+"""One unit → a stream of ``Document`` or ``Rejected`` items, per format (txt, jsonl, parquet, HF datasets;
+warc, wet and html in :mod:`lmpipe.web.reader`, with their own reasons).
 
 Every fault of the input is a quarantine record with a reason, never an exception, and every record read
 before a fault is kept. Counts are conserved: each item yielded is one record in (``read_unit`` returns
@@ -346,12 +347,21 @@ def _read_hf(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
         yield from _rows(ds.iter(batch_size=1000), unit, cfg, 0)
 
 
+def _read_web(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
+    from lmpipe.web.reader import read_web  # imported here: lmpipe.web.reader imports this module
+
+    yield from read_web(unit, cfg)
+
+
 READERS = {
     "txt": _read_txt,
     "jsonl": _read_jsonl,
     "parquet": _read_parquet,
     "hf_disk": _read_hf,
     "hf_hub": _read_hf,
+    "warc": _read_web,  # WARC / WET / HTML: main-text extraction, URL filter (lmpipe.web)
+    "wet": _read_web,
+    "html": _read_web,
 }
 
 

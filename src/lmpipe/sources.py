@@ -1,5 +1,8 @@
 """Inputs → work units: local paths/globs, S3 (s3fs, any endpoint), Hugging Face ``datasets``.
 
+Web formats (``warc``, ``wet``, ``html``) are read by :mod:`lmpipe.web.reader` (main-text extraction, URL
+filter, their own quarantine reasons).
+
 ``plan_units`` turns each configured source into work units (one per file, or one per row range of a
 saved HF dataset), grouped so that many small files make a few shards. Reading a unit is
 ``lmpipe.formats.read_unit``; turning bytes into text is ``lmpipe.decoding.decode_text``.
@@ -74,9 +77,15 @@ def _detect_format(path: str) -> str:
         return "jsonl"
     if p.endswith(".parquet"):
         return "parquet"
+    if p.endswith(".wet"):
+        return "wet"
+    if p.endswith(".warc"):
+        return "warc"
+    if p.endswith((".html", ".htm", ".xhtml")):
+        return "html"
     if p.endswith(TEXT_EXT) or "." not in os.path.basename(p):
         return "txt"
-    raise SourceError(f"cannot tell the format of {path!r}; set format: txt|jsonl|parquet on its source")
+    raise SourceError(f"cannot tell the format of {path!r}; set format: txt|jsonl|parquet|warc|wet|html on its source")
 
 
 def _is_hf_disk(path: str) -> bool:

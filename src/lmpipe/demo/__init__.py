@@ -10,11 +10,15 @@ code       standard-library functions and classes      ``code.parquet``
 math       word problems with worked answers           ``math.jsonl``
 fiction    articles about invented organisations       ``fiction/*.md``
 web        noise: boilerplate, spam, toxic, mojibake…  ``web/*``
+web        a crawl: HTML articles in page boilerplate  ``crawl/pages.warc.gz``
+           plus records ingestion must quarantine
 =========  ==========================================  ==========================
 
-Exact and near duplicates are planted in prose and fiction. ``labels/toxicity.jsonl`` holds labelled examples
-for the filter's toxicity classifier (not ingested). The closed-book QA set about the fiction
-articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records what was planted where.
+Exact and near duplicates are planted in prose and fiction; toxic noise uses terms of the filter's default word
+list (LDNOOBW English). ``labels/toxicity.jsonl`` holds the demo's labelled examples (clean passages vs passages
+with mild insults, none on that list) for training the filter's toxicity classifier (not ingested). The
+closed-book QA set about the fiction articles goes to ``<eval_dir>/fiction_qa.jsonl``; ``summary.json`` records
+what was planted where.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from lmpipe.contract import StageIO
     from lmpipe.executors import Executor
 from lmpipe.demo import mathgen, noise, stdlib, world
+from lmpipe.demo.web import title_of, web_article_like, write_crawl
 
 
 def _jsonl(path: Path, rows: list[dict], gz: bool = False) -> None:
@@ -51,7 +56,7 @@ def _take(items: list, n: int, rng: random.Random) -> list:
 
 def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Path) -> dict:
     raw, ev = Path(raw_dir), Path(eval_dir)
-    for d in (raw / "fiction", raw / "web", ev):
+    for d in (raw / "fiction", raw / "web", raw / "crawl", ev):
         d.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     planted: Counter[str] = Counter()
@@ -78,12 +83,13 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
 
     web: list[dict] = []
     kinds = ["boilerplate", "spam", "toxic", "mojibake", "short", "long"]
+    terms = noise.listed_terms()
     for i in range(n_noise):
         kind, base = kinds[i % len(kinds)], rng.choice(prose)["text"]
         text = {
             "boilerplate": lambda: noise.boilerplate(rng),
             "spam": lambda: noise.spam(rng),
-            "toxic": lambda b=base: noise.toxic(rng, b),
+            "toxic": lambda b=base: noise.toxic(rng, b, terms),
             "mojibake": lambda b=base: noise.mojibake(b),
             "short": lambda: noise.short(rng),
             "long": lambda b=base: noise.very_long(rng, b, 4 * cfg.max_doc_chars),
@@ -107,14 +113,25 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     (raw / "labels").mkdir(exist_ok=True)
     # every clean domain is a negative, so code and math are not "unusual, hence toxic" to the classifier
     clean = [r["text"] for r in prose[:200] + code[:100] + maths[:100]] + list(articles.values())
-    _jsonl(raw / "labels" / "toxicity.jsonl", noise.toxicity_training_set(rng, clean, cfg.toxicity_examples))
+    # its own generator, so the labelled set does not shift when the noise above draws differently
+    labels_rng = random.Random(f"{seed}/toxicity-labels")
+    _jsonl(raw / "labels" / "toxicity.jsonl", noise.toxicity_training_set(labels_rng, clean, cfg.toxicity_examples))
 
     qa = [q for o in orgs for q in world.questions(o, orgs, rng)]
     _jsonl(ev / "fiction_qa.jsonl", qa)
 
+    # docstrings after those taken as prose: distinct text, so dedup has no cross-domain work here
+    seen = {r["text"] for r in prose}
+    fresh = ((loc, t) for loc, t in long_enough  # one page per docstring, article-like ones (web rules judge them)
+             if web_article_like(t) and t not in seen and not seen.add(t))
+    pages = [(title_of(loc), t[: cfg.max_doc_chars]) for loc, t in stdlib.take(fresh, cfg.web_pages)]
+    crawl = write_crawl(raw / "crawl" / "pages.warc.gz", pages, seed)
+    planted.update({f"crawl_{k}": v for k, v in crawl["planted"].items()})
+
     summary = {
         "docs": {"prose": len(prose), "code": len(code), "math": len(maths),
-                 "fiction": len(articles) + sum(1 for _ in (raw / "fiction").glob("*-mirror.md")), "web": len(web)},
+                 "fiction": len(articles) + sum(1 for _ in (raw / "fiction").glob("*-mirror.md")), "web": len(web),
+                 "crawl": crawl["records"]},
         "planted": dict(sorted(planted.items())),
         "qa_questions": len(qa),
     }

@@ -1,8 +1,10 @@
 """Realistic noise for the filters, each kind labelled in ``meta['noise']`` so filter decisions can be scored.
 
-Kinds: exact and near duplicates, boilerplate/navigation pages, spam, toxic lines (a tiny built-in test list
-of insults), mojibake (UTF-8 read as Latin-1), very short and very long documents; plus undecodable
-records (a line too short to tell its encoding, binary blobs, malformed JSON) that ingestion must quarantine.
+Kinds: exact and near duplicates, boilerplate/navigation pages, spam, toxic lines (terms drawn from the
+filter's default word list, the shipped LDNOOBW English list), mojibake (UTF-8 read as Latin-1), very short and
+very long documents; plus undecodable records (a line too short to tell its encoding, binary blobs, malformed
+JSON) that ingestion must quarantine. Separately, a labelled set for training the toxicity classifier
+(``toxicity_training_set``).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import json
 import random
 
-# Mild insults only: enough to exercise word-list and classifier scoring without shipping slurs.
-TOXIC_WORDS = ["idiot", "moron", "stupid", "loser", "dumb", "pathetic", "worthless", "scum", "jerk", "imbecile"]
+# The vocabulary of the demo's labelled classifier training set, and nothing else: mild insults, none of them
+# on the filter's word list, so the classifier learns something the word list does not already measure.
+INSULTS = ["idiot", "moron", "stupid", "loser", "dumb", "pathetic", "worthless", "scum", "jerk", "imbecile"]
 
 NAV = ["Home", "About us", "Contact", "Privacy Policy", "Terms of Use", "Login", "Sign up", "Cart", "FAQ", "Sitemap"]
 
@@ -36,13 +39,21 @@ def spam(rng: random.Random) -> str:
     return "\n".join([line] * rng.randint(8, 20))
 
 
-def toxic(rng: random.Random, base: str) -> str:
-    insults = " ".join(rng.choice(TOXIC_WORDS) for _ in range(rng.randint(4, 9)))
-    return f"{base}\n\nYou are a {insults}, you {rng.choice(TOXIC_WORDS)}!"
+def listed_terms() -> list[str]:
+    """The single-word terms of the toxicity filter's default list (shipped LDNOOBW English), sorted."""
+    from lmpipe.filters.toxicity import WordList
+
+    return sorted(p[0] for p in WordList.load().phrases if len(p) == 1)
+
+
+def toxic(rng: random.Random, base: str, terms: list[str]) -> str:
+    """A passage followed by a line of listed ``terms`` (see ``listed_terms``)."""
+    line = " ".join(rng.choice(terms) for _ in range(rng.randint(4, 9)))
+    return f"{base}\n\nYou are a {line}, you {rng.choice(terms)}!"
 
 
 def insult(rng: random.Random) -> str:
-    w = lambda: rng.choice(TOXIC_WORDS)  # noqa: E731
+    w = lambda: rng.choice(INSULTS)  # noqa: E731
     return rng.choice([
         f"You are a {w()}, a complete {w()}.",
         f"Shut up, you {w()}!",

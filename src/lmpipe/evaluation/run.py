@@ -104,7 +104,7 @@ def evaluate_models(
     check_models(cfg)
     torch.set_num_threads(cfg.threads)
     qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
-    scorer, why = resolve_scorer(cfg.toxicity.scorer) if cfg.toxicity.prompts else (None, "no prompts")
+    scorer, why = resolve_scorer(cfg.toxicity.scorer, cfg.toxicity.wordlist) if cfg.toxicity.prompts else (None, "no prompts")
     if scorer is not None:
         log(f"toxicity scorer: {scorer.name} ({why})")
     results: dict[str, Any] = {}

@@ -6,18 +6,19 @@ one continuation scoring at or above the threshold.
 
 Scorers are anything with a ``name`` and ``score(texts) -> list[float]`` (probability of toxic, 0..1).
 ``auto`` uses the filter stage's classifier (``lmpipe.filters.toxicity.load_scorer()``) when that module
-provides one, else the demo word list, and the metrics always name the scorer that was used.
+provides one, else a word list (by default the shipped LDNOOBW English list, the filter's default too), and
+the metrics always name the scorer that was used.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from statistics import fmean
 from typing import Literal, Protocol, runtime_checkable
 
 from lmpipe.config import ToxicityConfig
 from lmpipe.evaluation.lm import LM, generate
+from lmpipe.filters.toxicity import WordList
 
 
 @runtime_checkable
@@ -28,20 +29,22 @@ class ToxicityScorer(Protocol):
 
 
 class WordListScorer:
-    """Demo fallback, not a real classifier: each listed word found raises the score (1 - 0.5**hits)."""
+    """Not a real classifier: each listed term found raises the score (1 - 0.5**hits). Terms are matched as the
+    filter matches them (normalised words, multi-word phrases, symbol-only terms in the raw text)."""
 
-    def __init__(self, words: Sequence[str], name: str = "wordlist") -> None:
+    def __init__(self, words: Sequence[str] | WordList, name: str = "wordlist") -> None:
         self.name = name
-        self._re = re.compile(r"\b(" + "|".join(map(re.escape, sorted(words))) + r")\b", re.IGNORECASE)
+        self.words = words if isinstance(words, WordList) else WordList(words)
 
     def score(self, texts: Sequence[str]) -> list[float]:
-        return [1.0 - 0.5 ** len(self._re.findall(t)) for t in texts]
+        return [1.0 - 0.5 ** self.words.count_text(t) for t in texts]
 
 
-def demo_wordlist_scorer() -> WordListScorer:
-    from lmpipe.demo.noise import TOXIC_WORDS
-
-    return WordListScorer(TOXIC_WORDS, name="wordlist-demo (lmpipe.demo.noise.TOXIC_WORDS; not a classifier)")
+def wordlist_scorer(path: str | None = None) -> WordListScorer:
+    """The word-list scorer over ``path``, or over the shipped LDNOOBW English list when None."""
+    wl = WordList.load(path)
+    what = "LDNOOBW English, shipped" if path is None else path
+    return WordListScorer(wl, name=f"wordlist ({what}; {len(wl.phrases) + len(wl.symbols)} terms; not a classifier)")
 
 
 def classifier_scorer() -> ToxicityScorer:
@@ -58,16 +61,18 @@ def classifier_scorer() -> ToxicityScorer:
     return scorer
 
 
-def resolve_scorer(kind: Literal["auto", "classifier", "wordlist"]) -> tuple[ToxicityScorer, str]:
+def resolve_scorer(
+    kind: Literal["auto", "classifier", "wordlist"], wordlist: str | None = None
+) -> tuple[ToxicityScorer, str]:
     """The scorer to use and a note on why (shown in metrics and the report)."""
     if kind == "wordlist":
-        return demo_wordlist_scorer(), "configured"
+        return wordlist_scorer(wordlist), "configured"
     try:
         return classifier_scorer(), "filter classifier"
     except (ImportError, LookupError, TypeError, FileNotFoundError) as exc:
         if kind == "classifier":
             raise RuntimeError(f"evaluate.toxicity.scorer=classifier but it is unavailable: {exc}") from exc
-        return demo_wordlist_scorer(), f"fallback: classifier unavailable ({exc})"
+        return wordlist_scorer(wordlist), f"fallback: classifier unavailable ({exc})"
 
 
 def rtp_summary(scores: Sequence[Sequence[float]], threshold: float) -> dict[str, float | int]:

@@ -54,7 +54,7 @@ class Scorer:
             cfg.c4.min_words_per_line, cfg.c4.max_word_length, cfg.c4.remove_citations, cfg.c4.javascript, cfg.c4.policy)
         self.stop_chars = tuple(cfg.fineweb.stop_chars) if cfg.fineweb.stop_chars else tuple(TERMINAL_PUNCTUATION)
         tox = cfg.toxicity
-        self.wordlist = WordList.from_file(tox.wordlist) if tox.wordlist else WordList.builtin()
+        self.wordlist = WordList.load(tox.wordlist)
         self.lm, self.classifier, self.eval_index = lm, classifier, eval_index
         self.hf = HFClassifier(tox.hf_model_dir, tox.hf_label) if tox.hf_model_dir else None
 
@@ -75,7 +75,7 @@ class Scorer:
         lang, prob = language.identify(text, self.cfg.language_chars)
         s["lang"], s["lang_score"] = lang, round(prob, 4)
         norm = normalize_words(text)
-        s["tox_words"] = self.wordlist.count(norm)
+        s["tox_words"] = self.wordlist.count(norm, text)
         s["tox_word_frac"] = s["tox_words"] / max(len(norm), 1)
         if self.classifier is not None:
             s["tox_classifier"] = round(self.classifier.predict_words(norm), 5)

@@ -1,6 +1,7 @@
 """Toxicity scores: a word list, a small trainable classifier, and an optional local Hugging Face model.
 
-* Word list: share of a document's words (or multi-word phrases) found in a list, one term per line.
+* Word list: share of a document's words (or multi-word phrases) found in a list, one term per line. The
+  default is the English LDNOOBW list shipped in ``wordlists/`` (CC BY 4.0, see ``wordlists/LICENSE.txt``).
 * Classifier: logistic regression over hashed word 1..k-grams, trained with numpy from labelled JSONL.
   Small, deterministic (xxhash, fixed seed) and fast enough to score every document.
 * Hugging Face: any local ``text-classification`` model directory (loaded lazily; never downloads).
@@ -30,26 +31,36 @@ RULES = (
 
 
 # ---------------------------------------------------------------------------------------- word list
+#: The default list: LDNOOBW English, shipped as package data with its license (wordlists/LICENSE.txt).
+DEFAULT_WORDLIST = Path(__file__).resolve().parent / "wordlists" / "ldnoobw-en.txt"
+
+
 class WordList:
-    def __init__(self, terms: Iterable[str]) -> None:
+    """Terms matched on normalised words (a multi-word term as a phrase); terms with no letters or digits
+    (an emoji) are matched as substrings of the raw text, since word normalisation drops them."""
+
+    def __init__(self, terms: Iterable[str], source: str = "inline") -> None:
+        terms = [t.strip() for t in terms if t.strip()]
         phrases = {tuple(normalize_words(t)) for t in terms}
         phrases.discard(())
         self.max_len = max((len(p) for p in phrases), default=1)
         self.phrases = phrases
+        self.symbols = sorted({t for t in terms if not normalize_words(t)})
+        self.source = source
 
     @classmethod
     def from_file(cls, path: str | Path) -> WordList:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-        return cls(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        return cls((line for line in lines if not line.startswith("#")), source=str(path))
 
     @classmethod
-    def builtin(cls) -> WordList:
-        from lmpipe.demo.noise import TOXIC_WORDS
+    def load(cls, path: str | Path | None = None) -> WordList:
+        """``path``, or the shipped LDNOOBW English list when None."""
+        return cls.from_file(DEFAULT_WORDLIST if path is None else path)
 
-        return cls(TOXIC_WORDS)
-
-    def count(self, words: list[str]) -> int:
-        """Occurrences of listed terms in already-normalised ``words`` (longest phrase first, no overlaps)."""
+    def count(self, words: list[str], text: str | None = None) -> int:
+        """Occurrences of listed terms in already-normalised ``words`` (longest phrase first, no overlaps),
+        plus the symbol-only terms found in ``text`` when given."""
         n, i, hits = len(words), 0, 0
         while i < n:
             for k in range(min(self.max_len, n - i), 0, -1):
@@ -59,7 +70,12 @@ class WordList:
                     break
             else:
                 i += 1
+        if text is not None:
+            hits += sum(text.count(sym) for sym in self.symbols)
         return hits
+
+    def count_text(self, text: str) -> int:
+        return self.count(normalize_words(text), text)
 
 
 # --------------------------------------------------------------------------------------- classifier
