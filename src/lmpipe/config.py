@@ -196,6 +196,10 @@ class MixtureConfig(Section):
     missing: Literal["error", "ignore"] = Field(
         "error", description="a weighted domain absent from the token index: fail, or drop it"
     )
+    from_tune: bool = Field(
+        False, description="train `pretrain` on the tune stage's winner (data/tune/best_mixture.yaml): its weights "
+        "replace `weights`; dvc.yaml is rendered with that dependency (python -m stages.registry --write)",
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> MixtureConfig:
