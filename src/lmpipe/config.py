@@ -694,6 +694,20 @@ class FilterConfig(Section):
 Range = tuple[float, float]
 
 
+class SurrogateConfig(Section):
+    """RegMix-style search (``tune.method: surrogate``, :mod:`lmpipe.surrogate`): proxy runs on Dirichlet draws,
+    a gradient-boosted regressor from weights to the objective, its minimum over the simplex checked by a real run."""
+
+    n_runs: int = Field(24, ge=4, description="proxy runs on mixtures drawn from Dirichlet(alpha) over the domains")
+    alpha: float = Field(1.0, gt=0, description="Dirichlet concentration of the draws (1 = uniform on the simplex)")
+    holdout: float = Field(0.25, gt=0, lt=1, description="share of proxy runs held out to measure rank correlation")
+    candidates: int = Field(20_000, ge=100, description="simplex points (uniform) scored on the surrogate")
+    top_k: int = Field(1000, ge=1, description="best predicted points averaged into the proposal (as RegMix)")
+    n_estimators: int = Field(300, ge=1)
+    max_depth: int = Field(3, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+
+
 class TuneConfig(Section):
     """Optuna search over mixture weights (and optionally the LR) by short training runs (``lmpipe.tuning``).
 
@@ -703,6 +717,9 @@ class TuneConfig(Section):
     """
 
     storage: str = Field("sqlite:///data/tune/optuna.db", description="any Optuna RDB URL (SQLite, Postgres, MySQL)")
+    method: Literal["tpe", "surrogate"] = Field(
+        "tpe", description="tpe: Optuna TPE study of n_trials; surrogate: RegMix-style regression (see `surrogate`)")
+    surrogate: SurrogateConfig = SurrogateConfig()
     study_name: str = Field("mixture", min_length=1)
     n_trials: int = Field(6, ge=1, description="run until the study has this many COMPLETE trials (resumes)")
     max_failed: int = Field(3, ge=0, description="stop this run after this many failed trials")

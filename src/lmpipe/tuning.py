@@ -9,6 +9,9 @@ Objective (:class:`MixtureObjective`): train the ``model`` section's architectur
 it with :func:`lmpipe.evaluation.heldout_metrics`: the value is the mean bits/byte over ``tune.targets``.
 Training is seeded, so a trial's value is a function of its params, the seed and the data.
 
+``tune.method: surrogate`` replaces the TPE study by a RegMix-style regression over proxy runs
+(:mod:`lmpipe.surrogate`), in the same storage and with the same outputs.
+
 Study (:func:`run_study`): RDB storage (SQLite file by default; a Postgres/MySQL URL lets several workers share
 one study), ``load_if_exists`` so a rerun continues, and trials are added until the study holds ``n_trials``
 COMPLETE ones. The TPE sampler is re-seeded before each trial from ``seed + trials so far``, so an interrupted
@@ -98,6 +101,8 @@ def data_fingerprint(tokens_dir: str | Path, heldout_dir: str | Path) -> str:
 def study_fingerprint(cfg: TuneConfig, model: ModelConfig, seed: int, data: str) -> str:
     """Hash of everything that defines the objective and the space (not n_trials, storage or sampler knobs)."""
     keep = {"weights", "lr", "targets", "steps", "batch_size", "seq_len", "warmup_steps", "heldout"}
+    if cfg.method != "tpe":  # another method's trials are another study (TPE study names stay as they were)
+        keep |= {"method", "surrogate"}
     blob = json.dumps([cfg.model_dump(include=keep), model.model_dump(), seed, data], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -206,23 +211,8 @@ def count(study: optuna.Study, state: optuna.trial.TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
-def run_study(
-    cfg: TuneConfig,
-    objective: ObjectiveFn,
-    *,
-    seed: int,
-    study_name: str | None = None,
-    baseline: dict[str, float] | None = None,
-    storage: optuna.storages.BaseStorage | str | None = None,
-) -> optuna.Study:
-    """Add trials to the study until it holds ``cfg.n_trials`` COMPLETE ones (a rerun resumes where it stopped).
-
-    ``baseline``: raw params queued as the study's very first trial (e.g. the current mixture).
-    Raises after more than ``cfg.max_failed`` failed trials in this call, with the last error.
-    """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = storage if storage is not None else make_storage(cfg.storage, cfg.heartbeat_s)
-    name = study_name or cfg.study_name
+def trial_function(cfg: TuneConfig, objective: ObjectiveFn) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective: draw (or take the enqueued) weights, run ``objective``, keep its extras as attrs."""
 
     def wrapped(trial: optuna.Trial) -> float:
         weights, lr = suggest(trial, cfg)
@@ -241,6 +231,41 @@ def run_study(
             raise ValueError(f"objective is not finite: {value}")
         return value
 
+    return wrapped
+
+
+def optimize_one(study: optuna.Study, fn: Callable[[optuna.Trial], float], cfg: TuneConfig, failed: int) -> int:
+    """Run one trial; returns the failures so far, raising once they exceed ``cfg.max_failed``."""
+    study.optimize(fn, n_trials=1, catch=(Exception,))
+    last = study.get_trials(deepcopy=False)[-1]
+    if last.state == optuna.trial.TrialState.FAIL:
+        failed += 1
+        log.warning("trial %d failed: %s", last.number, last.user_attrs.get("error", "?"))
+        if failed > cfg.max_failed:
+            raise RuntimeError(f"{failed} trials failed in this run (tune.max_failed={cfg.max_failed}); "
+                               f"last: {last.user_attrs.get('error', '?')}")
+    return failed
+
+
+def run_study(
+    cfg: TuneConfig,
+    objective: ObjectiveFn,
+    *,
+    seed: int,
+    study_name: str | None = None,
+    baseline: dict[str, float] | None = None,
+    storage: optuna.storages.BaseStorage | str | None = None,
+) -> optuna.Study:
+    """Add trials to the study until it holds ``cfg.n_trials`` COMPLETE ones (a rerun resumes where it stopped).
+
+    ``baseline``: raw params queued as the study's very first trial (e.g. the current mixture).
+    Raises after more than ``cfg.max_failed`` failed trials in this call, with the last error.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage if storage is not None else make_storage(cfg.storage, cfg.heartbeat_s)
+    name = study_name or cfg.study_name
+
+    wrapped = trial_function(cfg, objective)
     failed = 0
     while True:
         study = optuna.create_study(
@@ -254,14 +279,7 @@ def run_study(
             return study
         # seed from the history length: a resumed study draws what an uninterrupted one would have
         study.sampler = optuna.samplers.TPESampler(seed=seed + len(trials), n_startup_trials=cfg.n_startup_trials)
-        study.optimize(wrapped, n_trials=1, catch=(Exception,))
-        last = study.get_trials(deepcopy=False)[-1]
-        if last.state == optuna.trial.TrialState.FAIL:
-            failed += 1
-            log.warning("trial %d failed: %s", last.number, last.user_attrs.get("error", "?"))
-            if failed > cfg.max_failed:
-                raise RuntimeError(f"{failed} trials failed in this run (tune.max_failed={cfg.max_failed}); "
-                                   f"last: {last.user_attrs.get('error', '?')}")
+        failed = optimize_one(study, wrapped, cfg, failed)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -316,7 +334,8 @@ def write_outputs(study: optuna.Study, cfg: TuneConfig, out_dir: str | Path, plo
     if "best_value" in stats:
         frag, cmd = best_mixture(study, cfg)
         header = (f"# best of study {study.study_name!r}: trial {stats['best_trial']}, mean bits/byte "
-                  f"{stats['best_value']:.4f}\n# apply with:\n#   {cmd}\n")
+                  f"{stats['best_value']:.4f}\n# pretrain trains on it when mixture.from_tune is true; else apply with:\n"
+                  f"#   {cmd}\n")
         (out_dir / "best_mixture.yaml").write_text(header + yaml.safe_dump(frag, sort_keys=True))
         stats["apply"] = cmd
         stats["plots"] = plot_study(study, plots_dir)
@@ -379,8 +398,17 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     name = f"{cfg.study_name}-{study_fingerprint(cfg, p.model, seed, data_fingerprint(io.tokens, io.heldout))}"
     objective = MixtureObjective(cfg, p.model, io.tokens, io.heldout, io.tokenizer, seed)
     baseline = current_params(cfg, p.mixture) if cfg.enqueue_current else None
-    study = run_study(cfg, objective, seed=seed, study_name=name, baseline=baseline,
-                      storage=make_storage(cfg.storage, cfg.heartbeat_s))
-    stats = write_outputs(study, cfg, io.out, io.plots)
+    storage = make_storage(cfg.storage, cfg.heartbeat_s)
+    extra: dict[str, Any] = {"method": cfg.method}
+    if cfg.method == "surrogate":
+        from lmpipe.surrogate import run_surrogate
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
+                                    sampler=optuna.samplers.RandomSampler(seed=seed))  # every trial is enqueued
+        extra["surrogate"] = run_surrogate(cfg, objective, study, seed=seed)
+    else:
+        study = run_study(cfg, objective, seed=seed, study_name=name, baseline=baseline, storage=storage)
+    stats = write_outputs(study, cfg, io.out, io.plots) | extra
     stats["inspect"] = f"optuna trials --storage {cfg.storage} --study-name {name}"
     return stats
