@@ -708,6 +708,17 @@ class SurrogateConfig(Section):
     learning_rate: float = Field(0.05, gt=0, le=1)
 
 
+class PruningConfig(Section):
+    """Stop hopeless proxy runs early: every ``every`` steps a trial reports its mean loss on the target domains'
+    validation windows; Optuna's median pruner stops it when it is worse than the median of earlier trials there."""
+
+    enabled: bool = False
+    every: int = Field(5, ge=1, description="optimizer steps between intermediate target-loss reports")
+    n_startup_trials: int = Field(2, ge=0, description="trials that run to the end before anything is pruned")
+    n_warmup_steps: int = Field(0, ge=0, description="no pruning before this step of a trial")
+    val_batches: int = Field(2, ge=1, description="target-domain validation batches per report")
+
+
 class TuneConfig(Section):
     """Optuna search over mixture weights (and optionally the LR) by short training runs (``lmpipe.tuning``).
 
@@ -720,6 +731,7 @@ class TuneConfig(Section):
     method: Literal["tpe", "surrogate"] = Field(
         "tpe", description="tpe: Optuna TPE study of n_trials; surrogate: RegMix-style regression (see `surrogate`)")
     surrogate: SurrogateConfig = SurrogateConfig()
+    pruning: PruningConfig = PruningConfig()
     study_name: str = Field("mixture", min_length=1)
     n_trials: int = Field(6, ge=1, description="run until the study has this many COMPLETE trials (resumes)")
     max_failed: int = Field(3, ge=0, description="stop this run after this many failed trials")

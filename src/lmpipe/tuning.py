@@ -28,8 +28,10 @@ import logging
 import math
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 WEIGHT_PREFIX = "w_"  # Optuna param name of a domain's raw weight
 ObjectiveFn = Callable[[dict[str, float], float], dict[str, Any]]  # (normalised weights, lr) -> {"value", ...}
 log = logging.getLogger(__name__)
+# the trial being run, for an objective that reports intermediate values (pruning) without a changed signature
+CURRENT_TRIAL: ContextVar[optuna.Trial | None] = ContextVar("CURRENT_TRIAL", default=None)
 
 
 # ------------------------------------------------------------------------------------------ space
@@ -156,6 +160,14 @@ class MixtureObjective:
         from lmpipe.training.trainer import train
 
         cfg, targets = self.cfg, set(self.cfg.targets)
+        callbacks = []
+        trial = CURRENT_TRIAL.get()
+        if cfg.pruning.enabled and trial is not None:
+            from lmpipe.pruning import ReportTargetLoss, target_batches
+
+            batches = target_batches(self.tokens_dir, cfg.targets, cfg.seq_len, cfg.batch_size,
+                                     cfg.pruning.val_batches, self.seed)
+            callbacks.append(ReportTargetLoss(trial, batches, cfg.pruning.every))
         if self.work_dir:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="trial-", dir=self.work_dir))
@@ -173,6 +185,7 @@ class MixtureObjective:
                 special_ids=self.special_ids,
                 seed=self.seed,
                 progress=False,
+                callbacks=callbacks,
             )
             lm = LM.load(scratch / "model", seq_len=cfg.heldout.seq_len)
             docs = (d for d in iter_documents(self.heldout_dir) if d.domain in targets)
@@ -204,25 +217,57 @@ def make_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
                 kw["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
             else:
                 kw["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
-        return optuna.storages.RDBStorage(url, **kw)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, **kw)
+            except Exception as err:  # noqa: BLE001 - sqlalchemy's IntegrityError/ProgrammingError, retried below
+                # workers starting together on an empty server race to create the schema: the loser sees
+                # "already exists"; by the next attempt the tables are there and it just connects
+                if attempt == 4 or "already exists" not in str(err):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
 
 def count(study: optuna.Study, state: optuna.trial.TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
-def trial_function(cfg: TuneConfig, objective: ObjectiveFn) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective: draw (or take the enqueued) weights, run ``objective``, keep its extras as attrs."""
+def claimed(study: optuna.Study, number: int) -> int:
+    """COMPLETE trials plus RUNNING ones numbered below ``number``: the earliest claims win a shared study."""
+    states = optuna.trial.TrialState
+    return sum(t.state == states.COMPLETE or (t.state == states.RUNNING and t.number < number)
+               for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.RUNNING)))
+
+
+def trial_function(cfg: TuneConfig, objective: ObjectiveFn, limit: int | None = None,
+                   sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None
+                   ) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective: draw (or take the enqueued) weights, run ``objective``, keep its extras as attrs.
+    ``limit``: a trial that would exceed this many claimed trials (another worker got there first) stops
+    before training, PRUNED with user attr ``surplus``, so concurrent workers finish with exactly ``limit``.
+    ``sampler``: built from the trial's number before it draws, so two workers that ask at once (same history
+    length) still draw different points, and one worker draws what it always did (number = history length)."""
 
     def wrapped(trial: optuna.Trial) -> float:
+        if limit is not None and claimed(trial.study, trial.number) >= limit:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("the study already has enough complete or running trials")
+        if sampler is not None:
+            trial.study.sampler = sampler(trial.number)
         weights, lr = suggest(trial, cfg)
         for d, w in weights.items():
             trial.set_user_attr(f"weight_{d}", round(w, 6))
+        token = CURRENT_TRIAL.set(trial)
         try:
             result = objective(weights, lr)
+        except optuna.TrialPruned:
+            raise
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
             raise
+        finally:
+            CURRENT_TRIAL.reset(token)
         for k, v in result.items():
             if k != "value":
                 trial.set_user_attr(k, v)
@@ -265,20 +310,33 @@ def run_study(
     storage = storage if storage is not None else make_storage(cfg.storage, cfg.heartbeat_s)
     name = study_name or cfg.study_name
 
-    wrapped = trial_function(cfg, objective)
+    from lmpipe.pruning import make_pruner
+
+    # concurrent workers need the heartbeat: without it a dead worker's RUNNING trial would hold its slot forever
+    shared = cfg.heartbeat_s is not None
+    def tpe(offset: int) -> optuna.samplers.TPESampler:
+        return optuna.samplers.TPESampler(seed=seed + offset, n_startup_trials=cfg.n_startup_trials)
+
+    wrapped = trial_function(cfg, objective, limit=cfg.n_trials if shared else None, sampler=tpe)
     failed = 0
     while True:
         study = optuna.create_study(
             storage=storage, study_name=name, direction="minimize", load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials),
+            pruner=make_pruner(cfg.pruning),
         )
         trials = study.get_trials(deepcopy=False)
         if not trials and baseline is not None:
             study.enqueue_trial(baseline, user_attrs={"baseline": True})
         if count(study, optuna.trial.TrialState.COMPLETE) >= cfg.n_trials:
             return study
+        if shared:
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot (and is retried)
+            if claimed(study, math.inf) >= cfg.n_trials:  # the rest is running elsewhere: wait for it
+                time.sleep(min(cfg.heartbeat_s, 2))
+                continue
         # seed from the history length: a resumed study draws what an uninterrupted one would have
-        study.sampler = optuna.samplers.TPESampler(seed=seed + len(trials), n_startup_trials=cfg.n_startup_trials)
+        study.sampler = tpe(len(trials))
         failed = optimize_one(study, wrapped, cfg, failed)
 
 
