@@ -17,7 +17,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK         := 1
 export PYTHONUNBUFFERED     := 1
 
-.PHONY: run test lint bench clean-data help
+.PHONY: run test lint bench clean-data help postgres
 help:
 	@echo "make run   - set up and run the whole pipeline end to end (demo data, CPU)"
 	@echo "make test  - set up and run lint + tests (TEST_ARGS='-k s3' to narrow)"
@@ -37,7 +37,14 @@ run: $(STAMP)
 	@test -d .git || { git init -q && git add -A && git -c user.name=lmpipe -c user.email=lmpipe@localhost commit -qm init; }
 	$(BIN)/python -m flows.pipeline
 
-test: $(BENCH_STAMP)
+# PostgreSQL server binaries for the shared-study test (tests/test_tuning_depth.py): Debian's package, installed
+# only when initdb is missing (CI runs as root; elsewhere through sudo). The test starts its own server process.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+
+test: $(BENCH_STAMP) postgres
 	$(BIN)/ruff check src stages flows tests bench
 	$(BIN)/python -m pytest $(TEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 

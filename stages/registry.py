@@ -54,6 +54,16 @@ class Stage:
         return out
 
 
+def _param(section: str, key: str, default: object = None) -> object:
+    """A decision in params.yaml that changes the graph itself (rendering reads it; test_registry checks it)."""
+    path = ROOT / "params.yaml"
+    raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return ((raw or {}).get(section) or {}).get(key, default)
+
+
+# mixture.from_tune: pretrain trains on the tune stage's winner, so DVC must see that file as its dependency
+# (and only then: with the flag off, a new study result must not retrain the model).
+TUNED = {"tuned": "data/tune/best_mixture.yaml"} if _param("mixture", "from_tune", False) else {}
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
 TRAIN_LIVE_X = "step"
 WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"  # default toxicity word list (demo noise, score, evaluate)
@@ -88,7 +98,7 @@ STAGES: tuple[Stage, ...] = (
                    "heldout": Out("data/heldout/docs", persist=True)},
           params=("tokenize",)),
     Stage("pretrain", "lmpipe.pretrain", "a Llama-style model trained with Lightning on the mixture; HF export",
-          inputs={"tokens": "data/tokens", "tokenizer": "models/tokenizer"},
+          inputs={"tokens": "data/tokens", "tokenizer": "models/tokenizer", **TUNED},
           outputs={"out": "models/pretrain",
                    "ckpt": Out("models/checkpoints/pretrain", persist=True, cache=False,
                                why="a killed run resumes from latest.ckpt, step for step")},
@@ -102,7 +112,7 @@ STAGES: tuple[Stage, ...] = (
           inputs={"tokens": "data/tokens", "heldout": "data/heldout/docs", "tokenizer": "models/tokenizer"},
           outputs={"out": Out("data/tune", persist=True, why="the study DB: a killed or extended study resumes"),
                    "plots": Out("plots/tune", cache=False)},
-          params=("run.seed", "tune", "model", "mixture")),
+          params=("run.seed", "tune", "model", "mixture.weights")),
     Stage("cpt_tokenize", "lmpipe.continual:tokenize", "the new (synthetic) documents packed with the parent's tokenizer",
           inputs={"docs": "data/augment/docs", "tokenizer": "models/tokenizer"},
           outputs={"tokens": Out("data/tokens-cpt", persist=True)},

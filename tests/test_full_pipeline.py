@@ -70,7 +70,10 @@ def test_training_stages_follow_the_profile(workspace):
     assert pre["steps"] == 16 and cpt["steps"] == 8 and cpt["parent"] == "models/pretrain"
     for model in ("pretrain", "cpt"):
         assert (root / "models" / model / "config.json").exists()
-    assert metrics(root, "tune")["trials"] >= 2
+    assert metrics(root, "tune")["trials"]["complete"] >= 2
+    # mixture.from_tune: pretrain trained on the study's winner, not on params.yaml's hand weights
+    tuned = yaml.safe_load((root / "data/tune/best_mixture.yaml").read_text())["mixture"]["weights"]
+    assert pre["mixture_from_tune"] is True and pre["mixture"] == pytest.approx(tuned)
     assert metrics(root, "augment")["kept"] > 0
 
 

@@ -204,6 +204,10 @@ class MixtureConfig(Section):
     missing: Literal["error", "ignore"] = Field(
         "error", description="a weighted domain absent from the token index: fail, or drop it"
     )
+    from_tune: bool = Field(
+        False, description="train `pretrain` on the tune stage's winner (data/tune/best_mixture.yaml): its weights "
+        "replace `weights`; dvc.yaml is rendered with that dependency (python -m stages.registry --write)",
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> MixtureConfig:
@@ -706,6 +710,31 @@ class FilterConfig(Section):
 Range = tuple[float, float]
 
 
+class SurrogateConfig(Section):
+    """RegMix-style search (``tune.method: surrogate``, :mod:`lmpipe.surrogate`): proxy runs on Dirichlet draws,
+    a gradient-boosted regressor from weights to the objective, its minimum over the simplex checked by a real run."""
+
+    n_runs: int = Field(24, ge=4, description="proxy runs on mixtures drawn from Dirichlet(alpha) over the domains")
+    alpha: float = Field(1.0, gt=0, description="Dirichlet concentration of the draws (1 = uniform on the simplex)")
+    holdout: float = Field(0.25, gt=0, lt=1, description="share of proxy runs held out to measure rank correlation")
+    candidates: int = Field(20_000, ge=100, description="simplex points (uniform) scored on the surrogate")
+    top_k: int = Field(1000, ge=1, description="best predicted points averaged into the proposal (as RegMix)")
+    n_estimators: int = Field(300, ge=1)
+    max_depth: int = Field(3, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+
+
+class PruningConfig(Section):
+    """Stop hopeless proxy runs early: every ``every`` steps a trial reports its mean loss on the target domains'
+    validation windows; Optuna's median pruner stops it when it is worse than the median of earlier trials there."""
+
+    enabled: bool = False
+    every: int = Field(5, ge=1, description="optimizer steps between intermediate target-loss reports")
+    n_startup_trials: int = Field(2, ge=0, description="trials that run to the end before anything is pruned")
+    n_warmup_steps: int = Field(0, ge=0, description="no pruning before this step of a trial")
+    val_batches: int = Field(2, ge=1, description="target-domain validation batches per report")
+
+
 class TuneConfig(Section):
     """Optuna search over mixture weights (and optionally the LR) by short training runs (``lmpipe.tuning``).
 
@@ -715,6 +744,10 @@ class TuneConfig(Section):
     """
 
     storage: str = Field("sqlite:///data/tune/optuna.db", description="any Optuna RDB URL (SQLite, Postgres, MySQL)")
+    method: Literal["tpe", "surrogate"] = Field(
+        "tpe", description="tpe: Optuna TPE study of n_trials; surrogate: RegMix-style regression (see `surrogate`)")
+    surrogate: SurrogateConfig = SurrogateConfig()
+    pruning: PruningConfig = PruningConfig()
     study_name: str = Field("mixture", min_length=1)
     n_trials: int = Field(6, ge=1, description="run until the study has this many COMPLETE trials (resumes)")
     max_failed: int = Field(3, ge=0, description="stop this run after this many failed trials")

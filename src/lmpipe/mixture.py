@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from lmpipe.config import MixtureConfig
 
 INDEX = "index.json"
+TUNED = "best_mixture.yaml"  # the tune stage's winner, a params fragment ``{mixture: {weights: ...}}``
 STATE_VERSION = 1
 _BLOCK = 4096  # domain choices are drawn this many steps at a time from a generator keyed by the block number
 
@@ -295,3 +296,18 @@ class MixtureSampler:
     def epochs_consumed(self) -> dict[str, float]:
         """Passes over each domain's windows so far (1.0 = every window once; > 1 means repeats)."""
         return {d: (self.drawn[d] / self.windows[d] if self.windows[d] else 0.0) for d in self.weights}
+
+
+def tuned_mixture(mixture: MixtureConfig, path: str | Path) -> MixtureConfig:
+    """``mixture`` with its weights replaced by the tune stage's winner read from ``path`` (a params fragment)."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"mixture.from_tune is set but {path} does not exist: run the tune stage first "
+                                "(dvc repro tune); it writes the file once a trial completes")
+    frag = yaml.safe_load(path.read_text()) or {}
+    weights = (frag.get("mixture") or {}).get("weights") if isinstance(frag, dict) else None
+    if not isinstance(weights, dict) or not weights:
+        raise ValueError(f"{path}: expected a mapping mixture.weights (domain: weight), got {frag!r}")
+    return type(mixture).model_validate({**mixture.model_dump(), "weights": weights})  # validated like params

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
 from lmpipe.documents import sha256_file
-from lmpipe.mixture import INDEX, TokenIndex
+from lmpipe.mixture import INDEX, TokenIndex, tuned_mixture
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
@@ -63,7 +63,20 @@ def train_on_tokens(
     )
 
 
+def stage_mixture(mixture: MixtureConfig, io: StageIO) -> MixtureConfig:
+    """The mixture the stage trains on: ``mixture.weights``, or the tune stage's winner with ``from_tune``."""
+    if not mixture.from_tune:
+        return mixture
+    if "tuned" not in io:  # dvc.yaml was rendered while from_tune was off: DVC would not rerun on a new winner
+        raise SystemExit("mixture.from_tune is set but dvc.yaml gives pretrain no tuned mixture: "
+                         "run `python -m stages.registry --write` after changing mixture.from_tune")
+    return tuned_mixture(mixture, io.tuned)
+
+
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     seed = p.train.seed if p.train.seed is not None else p.run.seed
-    return train_on_tokens(p.model, p.train, p.mixture, [io.tokens], io.tokenizer, seed=seed,
-                           ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)
+    mixture = stage_mixture(p.mixture, io)
+    stats = train_on_tokens(p.model, p.train, mixture, [io.tokens], io.tokenizer, seed=seed,
+                            ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)
+    return {**stats, "mixture": {d: round(w, 6) for d, w in sorted(mixture.weights.items())},
+            "mixture_from_tune": mixture.from_tune}

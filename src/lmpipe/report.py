@@ -250,7 +250,8 @@ def toxicity_section(ev: dict | None) -> Section:
 
 
 def mixture_section(weights: dict[str, float] | None) -> Section:
-    sec = Section("mixture", "Training mixture weights", "Domain weights from params.yaml (normalised).")
+    sec = Section("mixture", "Training mixture weights",
+                  "Domain weights pretrain trained on (normalised): params.yaml, or the tune stage's winner.")
     if not weights:
         sec.missing = "No mixture weights in params.yaml (section `mixture.weights`)."
         return sec
@@ -418,5 +419,7 @@ def build_report(inp: ReportInputs, cfg: ReportConfig, out: str | Path) -> dict[
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``report``: one self-contained HTML page (``io.out``) from every stage's metrics."""
-    inp = ReportInputs(Path("."), io.metrics, io.evaluate, io.samples, p.mixture.weights)
+    pretrain = Path(io.metrics) / "pretrain.json"  # it records the mixture it used (from_tune: the study's winner)
+    used = json.loads(pretrain.read_text()).get("mixture") if pretrain.exists() else None
+    inp = ReportInputs(Path("."), io.metrics, io.evaluate, io.samples, used or p.mixture.weights)
     return {**build_report(inp, p.report, io.out), "report": str(io.out)}

@@ -9,6 +9,9 @@ Objective (:class:`MixtureObjective`): train the ``model`` section's architectur
 it with :func:`lmpipe.evaluation.heldout_metrics`: the value is the mean bits/byte over ``tune.targets``.
 Training is seeded, so a trial's value is a function of its params, the seed and the data.
 
+``tune.method: surrogate`` replaces the TPE study by a RegMix-style regression over proxy runs
+(:mod:`lmpipe.surrogate`), in the same storage and with the same outputs.
+
 Study (:func:`run_study`): RDB storage (SQLite file by default; a Postgres/MySQL URL lets several workers share
 one study), ``load_if_exists`` so a rerun continues, and trials are added until the study holds ``n_trials``
 COMPLETE ones. The TPE sampler is re-seeded before each trial from ``seed + trials so far``, so an interrupted
@@ -25,8 +28,10 @@ import logging
 import math
 import shutil
 import tempfile
+import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
 WEIGHT_PREFIX = "w_"  # Optuna param name of a domain's raw weight
 ObjectiveFn = Callable[[dict[str, float], float], dict[str, Any]]  # (normalised weights, lr) -> {"value", ...}
 log = logging.getLogger(__name__)
+# the trial being run, for an objective that reports intermediate values (pruning) without a changed signature
+CURRENT_TRIAL: ContextVar[optuna.Trial | None] = ContextVar("CURRENT_TRIAL", default=None)
 
 
 # ------------------------------------------------------------------------------------------ space
@@ -98,6 +105,8 @@ def data_fingerprint(tokens_dir: str | Path, heldout_dir: str | Path) -> str:
 def study_fingerprint(cfg: TuneConfig, model: ModelConfig, seed: int, data: str) -> str:
     """Hash of everything that defines the objective and the space (not n_trials, storage or sampler knobs)."""
     keep = {"weights", "lr", "targets", "steps", "batch_size", "seq_len", "warmup_steps", "heldout"}
+    if cfg.method != "tpe":  # another method's trials are another study (TPE study names stay as they were)
+        keep |= {"method", "surrogate"}
     blob = json.dumps([cfg.model_dump(include=keep), model.model_dump(), seed, data], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -151,6 +160,14 @@ class MixtureObjective:
         from lmpipe.training.trainer import train
 
         cfg, targets = self.cfg, set(self.cfg.targets)
+        callbacks = []
+        trial = CURRENT_TRIAL.get()
+        if cfg.pruning.enabled and trial is not None:
+            from lmpipe.pruning import ReportTargetLoss, target_batches
+
+            batches = target_batches(self.tokens_dir, cfg.targets, cfg.seq_len, cfg.batch_size,
+                                     cfg.pruning.val_batches, self.seed)
+            callbacks.append(ReportTargetLoss(trial, batches, cfg.pruning.every))
         if self.work_dir:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="trial-", dir=self.work_dir))
@@ -168,6 +185,7 @@ class MixtureObjective:
                 special_ids=self.special_ids,
                 seed=self.seed,
                 progress=False,
+                callbacks=callbacks,
             )
             lm = LM.load(scratch / "model", seq_len=cfg.heldout.seq_len)
             docs = (d for d in iter_documents(self.heldout_dir) if d.domain in targets)
@@ -199,11 +217,79 @@ def make_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
                 kw["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
             else:
                 kw["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
-        return optuna.storages.RDBStorage(url, **kw)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, **kw)
+            except Exception as err:  # noqa: BLE001 - sqlalchemy's IntegrityError/ProgrammingError, retried below
+                # workers starting together on an empty server race to create the schema: the loser sees
+                # "already exists"; by the next attempt the tables are there and it just connects
+                if attempt == 4 or "already exists" not in str(err):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
 
 def count(study: optuna.Study, state: optuna.trial.TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def claimed(study: optuna.Study, number: int) -> int:
+    """COMPLETE trials plus RUNNING ones numbered below ``number``: the earliest claims win a shared study."""
+    states = optuna.trial.TrialState
+    return sum(t.state == states.COMPLETE or (t.state == states.RUNNING and t.number < number)
+               for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.RUNNING)))
+
+
+def trial_function(cfg: TuneConfig, objective: ObjectiveFn, limit: int | None = None,
+                   sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None
+                   ) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective: draw (or take the enqueued) weights, run ``objective``, keep its extras as attrs.
+    ``limit``: a trial that would exceed this many claimed trials (another worker got there first) stops
+    before training, PRUNED with user attr ``surplus``, so concurrent workers finish with exactly ``limit``.
+    ``sampler``: built from the trial's number before it draws, so two workers that ask at once (same history
+    length) still draw different points, and one worker draws what it always did (number = history length)."""
+
+    def wrapped(trial: optuna.Trial) -> float:
+        if limit is not None and claimed(trial.study, trial.number) >= limit:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("the study already has enough complete or running trials")
+        if sampler is not None:
+            trial.study.sampler = sampler(trial.number)
+        weights, lr = suggest(trial, cfg)
+        for d, w in weights.items():
+            trial.set_user_attr(f"weight_{d}", round(w, 6))
+        token = CURRENT_TRIAL.set(trial)
+        try:
+            result = objective(weights, lr)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            raise
+        finally:
+            CURRENT_TRIAL.reset(token)
+        for k, v in result.items():
+            if k != "value":
+                trial.set_user_attr(k, v)
+        value = float(result["value"])
+        if not math.isfinite(value):
+            raise ValueError(f"objective is not finite: {value}")
+        return value
+
+    return wrapped
+
+
+def optimize_one(study: optuna.Study, fn: Callable[[optuna.Trial], float], cfg: TuneConfig, failed: int) -> int:
+    """Run one trial; returns the failures so far, raising once they exceed ``cfg.max_failed``."""
+    study.optimize(fn, n_trials=1, catch=(Exception,))
+    last = study.get_trials(deepcopy=False)[-1]
+    if last.state == optuna.trial.TrialState.FAIL:
+        failed += 1
+        log.warning("trial %d failed: %s", last.number, last.user_attrs.get("error", "?"))
+        if failed > cfg.max_failed:
+            raise RuntimeError(f"{failed} trials failed in this run (tune.max_failed={cfg.max_failed}); "
+                               f"last: {last.user_attrs.get('error', '?')}")
+    return failed
 
 
 def run_study(
@@ -224,44 +310,34 @@ def run_study(
     storage = storage if storage is not None else make_storage(cfg.storage, cfg.heartbeat_s)
     name = study_name or cfg.study_name
 
-    def wrapped(trial: optuna.Trial) -> float:
-        weights, lr = suggest(trial, cfg)
-        for d, w in weights.items():
-            trial.set_user_attr(f"weight_{d}", round(w, 6))
-        try:
-            result = objective(weights, lr)
-        except Exception as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
-            raise
-        for k, v in result.items():
-            if k != "value":
-                trial.set_user_attr(k, v)
-        value = float(result["value"])
-        if not math.isfinite(value):
-            raise ValueError(f"objective is not finite: {value}")
-        return value
+    from lmpipe.pruning import make_pruner
 
+    # concurrent workers need the heartbeat: without it a dead worker's RUNNING trial would hold its slot forever
+    shared = cfg.heartbeat_s is not None
+    def tpe(offset: int) -> optuna.samplers.TPESampler:
+        return optuna.samplers.TPESampler(seed=seed + offset, n_startup_trials=cfg.n_startup_trials)
+
+    wrapped = trial_function(cfg, objective, limit=cfg.n_trials if shared else None, sampler=tpe)
     failed = 0
     while True:
         study = optuna.create_study(
             storage=storage, study_name=name, direction="minimize", load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials),
+            pruner=make_pruner(cfg.pruning),
         )
         trials = study.get_trials(deepcopy=False)
         if not trials and baseline is not None:
             study.enqueue_trial(baseline, user_attrs={"baseline": True})
         if count(study, optuna.trial.TrialState.COMPLETE) >= cfg.n_trials:
             return study
+        if shared:
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot (and is retried)
+            if claimed(study, math.inf) >= cfg.n_trials:  # the rest is running elsewhere: wait for it
+                time.sleep(min(cfg.heartbeat_s, 2))
+                continue
         # seed from the history length: a resumed study draws what an uninterrupted one would have
-        study.sampler = optuna.samplers.TPESampler(seed=seed + len(trials), n_startup_trials=cfg.n_startup_trials)
-        study.optimize(wrapped, n_trials=1, catch=(Exception,))
-        last = study.get_trials(deepcopy=False)[-1]
-        if last.state == optuna.trial.TrialState.FAIL:
-            failed += 1
-            log.warning("trial %d failed: %s", last.number, last.user_attrs.get("error", "?"))
-            if failed > cfg.max_failed:
-                raise RuntimeError(f"{failed} trials failed in this run (tune.max_failed={cfg.max_failed}); "
-                                   f"last: {last.user_attrs.get('error', '?')}")
+        study.sampler = tpe(len(trials))
+        failed = optimize_one(study, wrapped, cfg, failed)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -316,59 +392,14 @@ def write_outputs(study: optuna.Study, cfg: TuneConfig, out_dir: str | Path, plo
     if "best_value" in stats:
         frag, cmd = best_mixture(study, cfg)
         header = (f"# best of study {study.study_name!r}: trial {stats['best_trial']}, mean bits/byte "
-                  f"{stats['best_value']:.4f}\n# apply with:\n#   {cmd}\n")
+                  f"{stats['best_value']:.4f}\n# pretrain trains on it when mixture.from_tune is true; else apply with:\n"
+                  f"#   {cmd}\n")
         (out_dir / "best_mixture.yaml").write_text(header + yaml.safe_dump(frag, sort_keys=True))
         stats["apply"] = cmd
+        from lmpipe.tuneplots import plot_study
+
         stats["plots"] = plot_study(study, plots_dir)
     return stats
-
-
-def plot_study(study: optuna.Study, plots_dir: str | Path) -> list[str]:
-    """optimisation history, parameter importances (when estimable) and weight-vs-objective scatter (Agg PNGs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    plots_dir = Path(plots_dir)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(plots_dir / name, dpi=100)
-        plt.close(fig)
-        written.append(str(plots_dir / name))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        save(ovm.plot_optimization_history(study).figure, "history.png")
-        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        varying = {k for t in done for k in t.params if len({u.params.get(k) for u in done}) > 1}
-        if len(done) >= 3 and len(varying) >= 2:
-            try:
-                save(ovm.plot_param_importances(study).figure, "importances.png")
-            except (RuntimeError, ValueError) as err:  # too few distinct trials for the estimator
-                log.info("no importance plot: %s", err)
-    save(_weights_scatter(done, plt), "weights.png")
-    return written
-
-
-def _weights_scatter(trials: Iterable[optuna.trial.FrozenTrial], plt: Any) -> Any:
-    """One panel per domain: normalised weight (x) against the objective (y); the best trial is starred."""
-    trials = list(trials)
-    domains = sorted({d for t in trials for d in weights_of(t)})
-    fig, axes = plt.subplots(1, max(len(domains), 1), figsize=(3 * max(len(domains), 1), 3), sharey=True, squeeze=False)
-    best = min(trials, key=lambda t: t.value) if trials else None
-    for ax, d in zip(axes[0], domains, strict=False):
-        ax.scatter([weights_of(t).get(d, 0.0) for t in trials], [t.value for t in trials], s=18)
-        if best is not None:
-            ax.scatter([weights_of(best).get(d, 0.0)], [best.value], marker="*", s=120, color="tab:red")
-        ax.set_xlabel(f"weight {d}")
-        ax.set_xlim(-0.02, 1.02)
-    axes[0][0].set_ylabel("mean bits/byte (targets)")
-    return fig
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
@@ -379,8 +410,17 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     name = f"{cfg.study_name}-{study_fingerprint(cfg, p.model, seed, data_fingerprint(io.tokens, io.heldout))}"
     objective = MixtureObjective(cfg, p.model, io.tokens, io.heldout, io.tokenizer, seed)
     baseline = current_params(cfg, p.mixture) if cfg.enqueue_current else None
-    study = run_study(cfg, objective, seed=seed, study_name=name, baseline=baseline,
-                      storage=make_storage(cfg.storage, cfg.heartbeat_s))
-    stats = write_outputs(study, cfg, io.out, io.plots)
+    storage = make_storage(cfg.storage, cfg.heartbeat_s)
+    extra: dict[str, Any] = {"method": cfg.method}
+    if cfg.method == "surrogate":
+        from lmpipe.surrogate import run_surrogate
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
+                                    sampler=optuna.samplers.RandomSampler(seed=seed))  # every trial is enqueued
+        extra["surrogate"] = run_surrogate(cfg, objective, study, seed=seed)
+    else:
+        study = run_study(cfg, objective, seed=seed, study_name=name, baseline=baseline, storage=storage)
+    stats = write_outputs(study, cfg, io.out, io.plots) | extra
     stats["inspect"] = f"optuna trials --storage {cfg.storage} --study-name {name}"
     return stats

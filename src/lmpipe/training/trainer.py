@@ -91,6 +91,7 @@ def train(
     seed: int = 0,
     fingerprint: Any = None,
     progress: bool = True,
+    callbacks: list[L.Callback] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one run; returns a metrics dict. ``fingerprint``: anything identifying the run's inputs."""
     if cfg.threads:
@@ -129,7 +130,7 @@ def train(
     module = CausalLMModule(model, cfg)
     throughput = Throughput(0, flops)
     hooks = StepHooks(dm, ckpt_dir / f"{CKPT_NAME}.ckpt", cfg.val_every, cfg.ckpt_every)
-    trainer = build_trainer(cfg, model, logger, [hooks, throughput], progress)
+    trainer = build_trainer(cfg, model, logger, [hooks, throughput, *(callbacks or [])], progress)
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * trainer.world_size
     throughput.tokens_per_step = tokens_per_step
 
