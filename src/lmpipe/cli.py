@@ -12,6 +12,9 @@ from lmpipe.config import ConfigError, load_params
 app = typer.Typer(help="lmpipe: raw text → evaluated language model, as one reproducible pipeline.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+study_app = typer.Typer(help="Controlled comparisons: studies/NAME.yaml, arms x seeds as DVC experiments.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
 
 
 @config_app.command("validate")
@@ -53,6 +56,39 @@ def run(
     from flows.pipeline import pipeline
 
     pipeline(stages=stages or None, force=force)
+
+
+@study_app.command("validate")
+def study_validate(name: str = typer.Argument(..., help="studies/NAME.yaml, or a path")) -> None:
+    """Check a study file (arm keys, metrics, claims) without running anything."""
+    from lmpipe.studies.spec import StudyError, load_study
+
+    try:
+        s = load_study(name)
+    except StudyError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{s.name}: ok ({len(s.arms)} arms x {len(s.seeds)} seeds up to {s.target!r})")
+
+
+@study_app.command("run")
+def study_run(
+    name: str = typer.Argument(..., help="studies/NAME.yaml"),
+    jobs: int = typer.Option(None, help="parallel DVC queue workers (default: the study's jobs)"),
+) -> None:
+    """Run what is missing of a study as DVC experiments (Prefect flow), then write its results and page."""
+    from lmpipe.studies.spec import StudyError, load_study
+
+    try:
+        load_study(name)  # fail fast, before Prefect starts
+    except StudyError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    from flows.study import study_flow
+
+    r = study_flow(name, jobs, root=".")
+    for c in r["claims"]:
+        typer.echo(f"{c['expect']:<30} {c['metric']:<16} effect={c['effect']} ci={c['ci']} -> {c['verdict']}")
 
 
 @app.command("serve-llm")
