@@ -18,51 +18,61 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from lmpipe.studies import report, runner
-from lmpipe.studies.spec import Study, load_study
+from lmpipe.studies.spec import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Tasks pass the study's name, not its objects: each reloads the (validated) file, and the plan is DVC's state.
 @task(cache_policy=NO_CACHE)
-def validate(name: str, root: Path) -> Study:
-    return load_study(name, root)
+def validate(name: str, root: str) -> dict:
+    s = load_study(name, root)
+    return {"arms": list(s.arms), "seeds": s.seeds, "target": s.target, "control": s.control}
+
+
+@task(cache_policy=NO_CACHE, task_run_name="experiments-{name}")
+def run_experiments(name: str, root: str, jobs: int | None, poll_s: float) -> dict:
+    log = get_run_logger()
+    study, base = load_study(name, root), Path(root)
+    p = runner.plan(study, base)
+    log.info("plan: %s", p.summary())
+    return runner.execute(study, base, p, jobs, poll_s, log=log.info).summary()
 
 
 @task(cache_policy=NO_CACHE)
-def plan(study: Study, root: Path) -> runner.Plan:
-    p = runner.plan(study, root)
-    get_run_logger().info("plan: %s", p.summary())
-    return p
-
-
-@task(cache_policy=NO_CACHE, task_run_name="experiments-{study.name}")
-def run_experiments(study: Study, root: Path, p: runner.Plan, jobs: int | None, poll_s: float) -> runner.Plan:
-    return runner.execute(study, root, p, jobs, poll_s, log=get_run_logger().info)
-
-
-@task(cache_policy=NO_CACHE)
-def analyse_and_write(study: Study, root: Path, p: runner.Plan) -> dict:
-    results = runner.analyse(study, root, p)
-    js, page = report.write(results, root)
+def analyse_and_write(name: str, root: str) -> dict:
+    study, base = load_study(name, root), Path(root)
+    results = runner.analyse(study, base, runner.plan(study, base))
+    js, page = report.write(results, base)
     key = f"study-{study.name}".replace("_", "-")
-    rows = "\n".join(f"| {c['expect']} | {c['metric']} | {c['effect']} | {c['ci']} | **{c['verdict']}** |"
-                     for c in results["claims"])
-    create_markdown_artifact(key=key, description=f"lmpipe study {study.name}", markdown=(
-        f"# Study `{study.name}`: {study.title}\n\n| expected | metric | effect | 95 % CI | verdict |\n"
-        f"|---|---|---|---|---|\n{rows}\n\nResults: `{js.relative_to(root)}`"))
-    create_link_artifact(key=f"{key}-report", link=page.resolve().as_uri(), link_text=f"study {study.name}",
-                         description="Self-contained HTML page of the study")
+    rows = "\n".join(
+        f"| {c['expect']} | {c['metric']} | {c['effect']} | {c['ci']} | **{c['verdict']}** |"
+        for c in results["claims"]
+    )
+    create_markdown_artifact(
+        key=key,
+        description=f"lmpipe study {study.name}",
+        markdown=(
+            f"# Study `{study.name}`: {study.title}\n\n| expected | metric | effect | 95 % CI | verdict |\n"
+            f"|---|---|---|---|---|\n{rows}\n\nResults: `{js.relative_to(base)}`"
+        ),
+    )
+    create_link_artifact(
+        key=f"{key}-report",
+        link=page.resolve().as_uri(),
+        link_text=f"study {study.name}",
+        description="Self-contained HTML page of the study",
+    )
     return results
 
 
 @flow(name="lmpipe-study", log_prints=True)
 def study_flow(name: str, jobs: int | None = None, root: str | None = None, poll_s: float = 5.0) -> dict:
     """Run (or finish, or just re-analyse) study ``name``; returns the results JSON."""
-    base = Path(root) if root else ROOT
-    study = validate(name, base)
-    p = plan(study, base)
-    p = run_experiments(study, base, p, jobs, poll_s)
-    return analyse_and_write(study, base, p)
+    base = str(Path(root).resolve() if root else ROOT)
+    validate(name, base)  # fails before any experiment is queued
+    run_experiments(name, base, jobs, poll_s)
+    return analyse_and_write(name, base)
 
 
 if __name__ == "__main__":

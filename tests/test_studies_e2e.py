@@ -51,7 +51,9 @@ def queue_tasks(root) -> int:
 def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     for d in ("src", "stages", "flows", "profiles", "studies"):
-        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "results"))
+        shutil.copytree(
+            ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "results")
+        )
     for f in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / f, root)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -74,8 +76,10 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory):
-    return {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect")),
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
+    return {
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect")),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }
 
 
 def test_study_runs_end_to_end(ws, prefect_env):
@@ -88,8 +92,11 @@ def test_study_runs_end_to_end(ws, prefect_env):
     r = json.loads((ws / "studies/results/smoke.json").read_text())
     assert r["missing"] == []
     # the values the study reports are those DVC holds for each experiment's commit
-    show = {e["name"]: e["revs"][0]["data"]["metrics"]["metrics/pretrain.json"]["data"]["val_loss"]
-            for b in json.loads(sh(["dvc", "exp", "show", "--json"], ws)) for e in b.get("experiments") or []}
+    show = {
+        e["name"]: e["revs"][0]["data"]["metrics"]["metrics/pretrain.json"]["data"]["val_loss"]
+        for b in json.loads(sh(["dvc", "exp", "show", "--json"], ws))
+        for e in b.get("experiments") or []
+    }
     for arm in ("default", "tiny_lr"):
         for seed, name in r["arms"][arm]["experiments"].items():
             assert r["arms"][arm]["metrics"]["val_loss"]["values"][seed] == pytest.approx(show[name])
@@ -100,7 +107,9 @@ def test_study_runs_end_to_end(ws, prefect_env):
     b = [show[r["arms"]["default"]["experiments"][s]] for s in ("1", "2")]
     ci = stats.ttest_rel(a, b).confidence_interval(0.95)
     claim = r["claims"][0]
-    assert claim["ci"] == pytest.approx([ci.low, ci.high]) and claim["effect"] == pytest.approx(sum(a) / 2 - sum(b) / 2)
+    assert claim["ci"] == pytest.approx([ci.low, ci.high]) and claim["effect"] == pytest.approx(
+        sum(a) / 2 - sum(b) / 2
+    )
     assert claim["verdict"] == ("holds" if ci.low > 0 else "contradicted" if ci.high < 0 else "inconclusive")
     assert min(a) > max(b)  # 12 steps at lr 1e-5 barely move the loss
     # the curves come from the experiments' commits: 12 logged steps per run
@@ -126,8 +135,14 @@ def test_killed_study_resumes(ws, prefect_env):
     (ws / "studies/smoke.yaml").write_text(yaml.safe_dump(study))
     before = exps(ws)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **prefect_env}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.study", "smoke", "1"], cwd=ws, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.study", "smoke", "1"],
+        cwd=ws,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 600
         while time.time() < deadline:
