@@ -5,7 +5,7 @@ lineage; Prefect adds retries with backoff, logs, scheduling and a markdown arti
 metrics. Prefect's own result caching stays off: DVC already skips unchanged stages.
 
     python -m flows.pipeline                  # whole pipeline, ephemeral Prefect API
-    python -m flows.pipeline ingest           # one stage (DVC reruns nothing upstream)
+    python -m flows.pipeline dedup            # dedup and everything upstream of it (as `dvc repro dedup`)
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.pipeline   # against a Prefect server
 """
 
@@ -26,8 +26,8 @@ from prefect.tasks import exponential_backoff
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def stage_order(dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:
-    """Stages of dvc.yaml in dependency order (a stage runs after every stage whose outs it depends on)."""
+def stage_graph(dvc_yaml: Path = ROOT / "dvc.yaml") -> tuple[list[str], dict[str, set[str]]]:
+    """Stage names in dvc.yaml order, and each stage's upstream stages (those whose outs it depends on)."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
 
     def paths(items: list) -> list[str]:
@@ -41,10 +41,26 @@ def stage_order(dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:
         for d in paths(s.get("deps")):
             deps |= {p for out, p in producers.items() if d == out or d.startswith(out.rstrip("/") + "/")}
         graph[name] = deps - {name}
+    return list(stages), graph
+
+
+def stage_order(dvc_yaml: Path = ROOT / "dvc.yaml", targets: list[str] | None = None) -> list[str]:
+    """Stages in dependency order, ties in dvc.yaml order; with ``targets``, only they and their upstream."""
+    names, graph = stage_graph(dvc_yaml)
+    unknown = set(targets or []) - set(names)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; dvc.yaml has {names}")
+    if targets:
+        keep, todo = set(), list(targets)
+        while todo:
+            if (s := todo.pop()) not in keep:
+                keep.add(s)
+                todo.extend(graph[s])
+        graph = {n: d for n, d in graph.items() if n in keep}
     # Kahn's algorithm, always taking the earliest ready stage in dvc.yaml order, so the run reads like the file
     sorter = TopologicalSorter(graph)
     sorter.prepare()
-    position = {name: i for i, name in enumerate(stages)}
+    position = {name: i for i, name in enumerate(names)}
     order: list[str] = []
     ready = sorted(sorter.get_ready(), key=position.__getitem__)
     while ready:
@@ -93,15 +109,11 @@ def run_stage(stage: str, force: bool = False) -> dict:
 
 
 @flow(name="lmpipe-pipeline", log_prints=True)
-def pipeline(stages: list[str] | None = None, force: bool = False) -> dict[str, dict]:
-    """Run ``stages`` (default: all of dvc.yaml) in dependency order; returns each stage's metrics."""
-    order = stage_order()
-    unknown = set(stages or []) - set(order)
-    if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}; dvc.yaml has {order}")
-    selected = [s for s in order if not stages or s in stages]
-    return {s: run_stage(s, force) for s in selected}
+def pipeline(targets: list[str] | None = None, force: bool = False) -> dict[str, dict]:
+    """Run ``targets`` and everything upstream of them (default: all of dvc.yaml) in dependency order, as
+    ``dvc repro <targets>`` would; returns each stage's metrics. ``force`` reruns even up-to-date stages."""
+    return {s: run_stage(s, force) for s in stage_order(targets=targets)}
 
 
 if __name__ == "__main__":
-    pipeline(stages=sys.argv[1:] or None)
+    pipeline(targets=sys.argv[1:] or None)

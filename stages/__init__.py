@@ -1,1 +1,4 @@
-"""Thin entry points that DVC calls (``python -m stages.<name>``): parse params, call the library, write outputs."""
+"""What DVC calls: ``python -m stages <stage> <library entry> name=path ...`` (one generic entry point).
+
+``registry.py`` declares every stage once and generates ``dvc.yaml``; ``lmpipe.contract`` runs the entry.
+"""

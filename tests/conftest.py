@@ -81,3 +81,31 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def stage_cmd(stage: str, params_file: str | Path, metrics_file: str | Path, **paths: str | Path) -> list[str]:
+    """The command dvc.yaml runs for ``stage`` (entry from the registry), with test paths, params and metrics."""
+    import sys
+
+    from stages.registry import by_name
+
+    return [sys.executable, "-m", "stages", stage, by_name()[stage].entry, *(f"{k}={v}" for k, v in paths.items()),
+            "--params", str(params_file), "--metrics", str(metrics_file)]
+
+
+def make_workspace(root: Path, params: dict, extra: tuple[str, ...] = ()) -> Path:
+    """A fresh git + DVC repo holding this project's pipeline code, ``dvc.yaml`` and the given params."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    for d in ("src", "stages", "flows", *extra):
+        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "dvc.yaml", root)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = str(Path(__import__("sys").executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
+                ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    return root

@@ -21,6 +21,7 @@ from lmpipe.executors import LocalExecutor
 from lmpipe.mixture import MixtureSampler, TokenIndex
 from lmpipe.schedules import lr_factor
 from lmpipe.tokenization import tokenize_corpus
+from tests.conftest import stage_cmd
 
 torch.set_num_threads(1)
 SEQ = 32
@@ -223,7 +224,6 @@ def test_cpt_replays_old_domains_and_learns_the_new_one(runs: dict) -> None:
 def test_stage_clis_pack_train_and_resume(runs: dict, tmp_path: Path) -> None:
     """stages.cpt_tokenize + stages.cpt as DVC runs them; a rerun with the same inputs resumes, not retrains."""
     import subprocess
-    import sys
 
     import yaml
     from transformers import AutoModelForCausalLM
@@ -245,14 +245,11 @@ def test_stage_clis_pack_train_and_resume(runs: dict, tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     repo = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(repo / "src") + ":" + str(repo)}
-    common = ["--params", str(tmp_path / "params.yaml")]
-    subprocess.run([sys.executable, "-m", "stages.cpt_tokenize", "--docs", str(root / "augment"), "--tokenizer",
-                    str(root / "tokenizer"), "--tokens", str(tmp_path / "tokens-cpt"), "--metrics",
-                    str(tmp_path / "m1.json"), *common], check=True, cwd=repo, env=env)
-    cpt = [sys.executable, "-m", "stages.cpt", "--tokens", str(root / "tokens"), "--tokens",
-           str(tmp_path / "tokens-cpt"), "--tokenizer", str(root / "tokenizer"), "--out", str(tmp_path / "model"),
-           "--ckpt", str(tmp_path / "ckpt"), "--live", str(tmp_path / "live"), "--metrics", str(tmp_path / "m2.json"),
-           "--no-progress", *common]
+    params = tmp_path / "params.yaml"
+    subprocess.run(stage_cmd("cpt_tokenize", params, tmp_path / "m1.json", docs=root / "augment",
+                             tokenizer=root / "tokenizer", tokens=tmp_path / "tokens-cpt"), check=True, cwd=repo, env=env)
+    cpt = stage_cmd("cpt", params, tmp_path / "m2.json", tokens=root / "tokens", new_tokens=tmp_path / "tokens-cpt",
+                    tokenizer=root / "tokenizer", out=tmp_path / "model", ckpt=tmp_path / "ckpt", live=tmp_path / "live")
     subprocess.run(cpt, check=True, cwd=repo, env=env)
     first = json.loads((tmp_path / "m2.json").read_text())
     assert first["steps"] == 6 and first["resumed_from_step"] == 0 and first["parent"] == str(root / "parent")

@@ -19,6 +19,7 @@ from lmpipe.config import (  # noqa: E402
     ToxicityConfig,
     parse_params,
 )
+from lmpipe.contract import run_stage  # noqa: E402
 from lmpipe.documents import Document, ShardWriter, write_manifest  # noqa: E402
 from lmpipe.evaluation import (  # noqa: E402
     LM,
@@ -39,6 +40,7 @@ from lmpipe.evaluation.qa import choose, exact_match, prompt  # noqa: E402
 from lmpipe.evaluation.run import evaluate_models  # noqa: E402
 from lmpipe.evaluation.toxicity import resolve_scorer, toxicity_eval  # noqa: E402
 from lmpipe.tiny import build_tiny_model  # noqa: E402
+from stages.registry import by_name  # noqa: E402
 
 CORPUS = {
     "prose": ["The quick brown fox jumps over the lazy dog near the river bank.",
@@ -357,11 +359,7 @@ def test_lm_eval_adapter_skips_cleanly(tiny_dir: Path) -> None:
 
 
 def test_evaluate_stage_writes_metrics_samples_plots(tiny_dir: Path, tmp_path: Path) -> None:
-    import typer
     import yaml
-    from typer.testing import CliRunner
-
-    from stages.evaluate import main
 
     data = write_docs(tmp_path / "docs", corpus_docs())
     qa = tmp_path / "qa.jsonl"
@@ -375,13 +373,10 @@ def test_evaluate_stage_writes_metrics_samples_plots(tiny_dir: Path, tmp_path: P
                      "samples": {"prompts": ["The river", "def f("], "max_new_tokens": 4},
                      "qa": {"max_new_tokens": 3}},
     }))
-    app = typer.Typer()
-    app.command()(main)
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["--heldout", str(data), "--qa", str(qa), "--params", str(params),
-                                 "--metrics", str(out / "evaluate.json"), "--samples", str(out / "samples.jsonl"),
-                                 "--plots", str(out / "plots")])
-    assert r.exit_code == 0, r.output
+    run_stage("evaluate", by_name()["evaluate"].entry,
+              {"heldout": str(data), "qa": str(qa), "samples": str(out / "samples.jsonl"), "plots": str(out / "plots")},
+              str(params), str(out / "evaluate.json"))
     m = json.loads((out / "evaluate.json").read_text())
     assert m["model_order"] == ["pretrain", "cpt"]
     cpt = m["models"]["cpt"]

@@ -197,6 +197,51 @@ def test_decontamination_matches_items_not_answers() -> None:
     assert idx.match(normalize_words("two three four five six seven eight nine ten eleven twelve")) == (0, "")
 
 
+def test_decontamination_uses_the_configured_n_at_its_boundary(tmp_path: Path) -> None:
+    """n = 7 (not the default 13), min_ngram = 4: a document sharing 6 consecutive words of an item is kept
+    clean, 7 words is one shared 7-gram, 8 words two; items shorter than n match whole from min_ngram words."""
+    from lmpipe.config import DecontamScoreConfig, EvalFile, PerplexityScoreConfig
+    from lmpipe.documents import Document, ShardWriter
+    from lmpipe.filters.score import build_models, score_unit
+
+    item = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+            "lima"]
+    rows = [{"id": "long", "question": " ".join(item)}, {"id": "four", "question": "oscar papa quebec romeo"},
+            {"id": "three", "question": "sierra tango uniform"}]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = FilterScoreConfig(
+        perplexity=PerplexityScoreConfig(reference_domain=None),
+        decontam=DecontamScoreConfig(ngram=7, min_ngram=4, eval_files=[EvalFile(path=str(tmp_path / "qa.jsonl"))]),
+    )
+    job, info = build_models(cfg, tmp_path / "none", tmp_path / "models")
+
+    def doc(words: list[str]) -> str:
+        return "Zulu yankee, " + " ".join(words) + ". Xray whiskey!"
+
+    texts = {
+        "n-1": doc(item[3:9]),
+        "n": doc(item[3:10]),
+        "n+1": doc(item[3:11]),
+        "whole-4": doc(["oscar", "papa", "quebec", "romeo"]),
+        "part-of-4": doc(["oscar", "papa", "quebec"]),
+        "short-3": doc(["sierra", "tango", "uniform"]),
+    }
+    with ShardWriter(tmp_path / "docs", "part") as w:
+        for name, text in texts.items():
+            w.write(Document(name, text, "web", "test"))
+    scored = {d.id: d.meta["scores"] for d in score_unit(str(tmp_path / "docs" / w.shards[0].path), job)}
+    got = {k: (s["decontam_hits"], s["decontam_item"]) for k, s in scored.items()}
+    assert got == {
+        "n-1": (0, ""),
+        "n": (1, "qa:long"),
+        "n+1": (2, "qa:long"),
+        "whole-4": (1, "qa:four"),
+        "part-of-4": (0, ""),
+        "short-3": (0, ""),
+    }
+    assert info["decontam"] == {"items": 2, "ngrams": 12 - 7 + 1 + 1}  # 6 seven-grams + one whole 4-word item
+
+
 # --------------------------------------------------------------------------------------- selection
 def test_check_reports_reason_and_measured_value() -> None:
     s = {"gr_dup_para_frac": 0, "gr_dup_para_char_frac": 0, "gr_dup_line_frac": 0.41, "gr_dup_line_char_frac": 0.1}
@@ -225,7 +270,8 @@ def demo_run(tmp_path_factory):  # noqa: ANN201
     from lmpipe.demo import generate
     from lmpipe.documents import iter_documents
     from lmpipe.executors import LocalExecutor
-    from lmpipe.filters.pipeline import score_dataset, select_dataset
+    from lmpipe.filters.score import score_dataset
+    from lmpipe.filters.select import select_dataset
     from lmpipe.ingest import ingest
 
     tmp = tmp_path_factory.mktemp("filters")

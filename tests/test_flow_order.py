@@ -22,3 +22,20 @@ def test_project_pipeline_starts_with_demo_and_ingest(project_root):
     assert order[:2] == ["demo", "ingest"]
     assert order.index("dedup") < order.index("tokenize") < order.index("evaluate")
     assert order[-1] == "report"  # it reads every stage's metrics file
+
+
+def test_targets_run_with_their_upstream_closure(project_root):
+    """As `dvc repro dedup`: the target and every stage it depends on, nothing downstream or beside it."""
+    order = stage_order(project_root / "dvc.yaml", targets=["dedup"])
+    assert order == ["demo", "ingest", "score", "filter", "dedup"]
+    assert stage_order(project_root / "dvc.yaml", targets=["cpt"])[-3:] == ["augment", "cpt_tokenize", "cpt"]
+    assert "tune" not in stage_order(project_root / "dvc.yaml", targets=["cpt"])
+
+
+def test_deployments_run_what_they_describe(project_root):
+    """Each deployment in infra/prefect names the stages its description promises."""
+    deployments = {d["name"]: d for d in yaml.safe_load((project_root / "infra/prefect/prefect.yaml").read_text())["deployments"]}
+    data_only = stage_order(project_root / "dvc.yaml", targets=deployments["data-only"]["parameters"]["targets"])
+    assert {"ingest", "filter", "dedup"} <= set(data_only) and "pretrain" not in data_only
+    nightly = deployments["nightly"]["parameters"]
+    assert stage_order(project_root / "dvc.yaml", targets=nightly.get("targets")) == stage_order(project_root / "dvc.yaml")

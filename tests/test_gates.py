@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +14,7 @@ import yaml
 from lmpipe.config import GatesConfig
 from lmpipe.documents import Document, ShardInfo, ShardWriter, sha256_file, write_manifest
 from lmpipe.gates import GateError, check
+from tests.conftest import stage_cmd
 
 GATES = GatesConfig(domains=["prose", "code"], stages={
     "s": {"min_chars": 5, "max_chars": 200, "drop_bounds": {"exact_dup": [0.0, 0.2]}, "max_drop_fraction": 0.1}})
@@ -83,7 +83,7 @@ def test_disabled_gate_skips(tmp_path: Path) -> None:
 
 @pytest.mark.e2e  # two stage runs in subprocesses (~10 s each on a busy machine: great-expectations import)
 def test_failing_gate_stops_the_stage(tmp_path: Path, project_root: Path) -> None:
-    """`python -m stages.dedup` exits non-zero with a readable message when its gate fails."""
+    """`python -m stages dedup ...` exits non-zero with a readable message when its gate fails."""
     text = " ".join(f"word{i}" for i in range(60))
     distinct = [" ".join(f"doc{i}w{k}" for k in range(60)) for i in range(4)]
     docs = [Document(f"d{i}", text if i < 4 else distinct[i - 4], "prose", "t") for i in range(8)]
@@ -93,9 +93,8 @@ def test_failing_gate_stops_the_stage(tmp_path: Path, project_root: Path) -> Non
     params["gates"]["stages"]["dedup"] = {"drop_bounds": {"exact_dup": [0.0, 0.1]}}  # 3 of 8 will be dropped
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "stages.dedup", "--docs", str(tmp_path / "docs"), "--out", str(out / "docs"),
-           "--rejected", str(out / "rej"), "--params", str(tmp_path / "params.yaml"),
-           "--metrics", str(out / "metrics.json"), "--plots", str(out / "plots"), "--report", str(out / "gate")]
+    cmd = stage_cmd("dedup", tmp_path / "params.yaml", out / "metrics.json", docs=tmp_path / "docs",
+                    out=out / "docs", rejected=out / "rej", plots=out / "plots", gate_report=out / "gate")
     proc = subprocess.run(cmd, cwd=project_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "gate 'dedup' failed 1 of" in proc.stderr

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -13,6 +12,7 @@ from lmpipe.config import IngestConfig
 from lmpipe.documents import count_documents, iter_documents, read_manifest
 from lmpipe.executors import DaskExecutor, LocalExecutor
 from lmpipe.ingest import ingest
+from tests.conftest import stage_cmd
 
 
 def _shared_sources(shared):
@@ -74,8 +74,7 @@ def test_kill_then_resume_gives_identical_output(tmp_path):
     }))
 
     def cmd(out):
-        return [sys.executable, "-m", "stages.ingest", "--params", str(params), "--out", str(out / "docs"),
-                "--rejected", str(out / "rej"), "--metrics", str(out / "m.json")]
+        return stage_cmd("ingest", params, out / "m.json", out=out / "docs", rejected=out / "rej")
 
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(cmd(tmp_path / "a"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

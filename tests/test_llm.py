@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 import torch
@@ -82,20 +84,89 @@ def test_max_tokens_and_stop_strings(tiny: EmbeddedBackend) -> None:
     assert cut.text == full.text[: full.text.index(stop)]
 
 
+def _other(value: Any, hint: Any) -> Any:
+    """A value of type ``hint`` different from ``value``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is bool:
+        return not value
+    if hint in (int, float):
+        return value + 1
+    if hint is str:
+        return value + "~"
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: one more element
+        return (*value, _sample(args[0]))
+    if origin is tuple:  # fixed-size tuple: change its first element
+        return (_other(value[0], args[0]), *value[1:])
+    raise AssertionError(f"no rule to vary a {hint!r}: extend _other so the new request field is covered")
+
+
+def _sample(hint: Any) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        return tuple(_sample(a) for a in args)
+    return _other(hint(), hint) if hint in (bool, int, float, str) else _other((), hint)
+
+
 def test_request_key_covers_every_field() -> None:
-    base = _chat("x", max_tokens=8, temperature=0.5, seed=1)
-    variants = [
-        _chat("y", max_tokens=8, temperature=0.5, seed=1),
-        _chat("x", max_tokens=9, temperature=0.5, seed=1),
-        _chat("x", max_tokens=8, temperature=0.6, seed=1),
-        _chat("x", max_tokens=8, temperature=0.5, seed=2),
-        _chat("x", max_tokens=8, temperature=0.5, seed=1, top_p=0.9),
-        _chat("x", max_tokens=8, temperature=0.5, seed=1, stop=("\n",)),
-        GenRequest(prompt="x", max_tokens=8, temperature=0.5, seed=1),
+    """Every field of GenRequest, found by introspection (a new field is covered without editing this test),
+    changes the cache key alone; so does the model; equal requests share it."""
+    base = GenRequest(
+        messages=(("user", "x"),),
+        prompt="p",
+        max_tokens=8,
+        temperature=0.5,
+        top_p=0.9,
+        repetition_penalty=1.1,
+        seed=1,
+        stop=("\n",),
+    )
+    hints = get_type_hints(GenRequest)
+    variants = {}
+    for f in dataclasses.fields(GenRequest):
+        v = dataclasses.replace(base, **{f.name: _other(getattr(base, f.name), hints[f.name])})
+        assert [g.name for g in dataclasses.fields(v) if getattr(v, g.name) != getattr(base, g.name)] == [
+            f.name
+        ]
+        variants[f.name] = v
+    assert "repetition_penalty" in variants and len(variants) == len(dataclasses.fields(GenRequest))
+    unchanged = [name for name, v in variants.items() if v.key("m") == base.key("m")]
+    assert unchanged == [], f"the cache key ignores {unchanged}"
+    assert len({v.key("m") for v in variants.values()}) == len(variants)
+    assert base.key("m") != base.key("other-model")
+    assert base.key("m") == dataclasses.replace(base).key("m")
+
+
+class _Counting:
+    """A backend that answers every request with its own text and counts what reaches it."""
+
+    model_id = "counting"
+
+    def __init__(self) -> None:
+        self.seen: list[GenRequest] = []
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        self.seen += requests
+        return [GenResult(text=repr(r), finish_reason="stop") for r in requests]
+
+    def close(self) -> None:
+        pass
+
+
+def test_cache_misses_when_any_request_field_differs(tmp_path: Path) -> None:
+    base = GenRequest(prompt="p", max_tokens=8, temperature=0.5, seed=1)
+    hints = get_type_hints(GenRequest)
+    reqs = [base] + [
+        dataclasses.replace(base, **{f.name: _other(getattr(base, f.name), hints[f.name])})
+        for f in dataclasses.fields(GenRequest)
     ]
-    keys = {base.key("m")} | {v.key("m") for v in variants} | {base.key("other-model")}
-    assert len(keys) == len(variants) + 2
-    assert base.key("m") == _chat("x", max_tokens=8, temperature=0.5, seed=1).key("m")
+    inner = _Counting()
+    cached = CachedBackend(inner, ResponseCache(tmp_path / "c.sqlite"))
+    first = cached.generate(reqs)
+    assert inner.seen == reqs  # each variant is a miss of its own, none served another's answer
+    again = cached.generate(reqs)
+    assert len(inner.seen) == len(reqs) and all(r.cached for r in again)
+    assert [r.text for r in again] == [r.text for r in first] == [repr(r) for r in reqs]
+    cached.close()
 
 
 def test_cache_serves_repeats_without_calling_the_model(tiny: EmbeddedBackend, tmp_path: Path) -> None:

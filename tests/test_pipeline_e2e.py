@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import ROOT, free_port, make_workspace, wait_for_port
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -28,18 +28,9 @@ def sh(cmd, cwd, **kw):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A fresh git + DVC repo holding this project's pipeline, with a small demo corpus, after one `dvc repro`."""
-    root = tmp_path_factory.mktemp("proj")
-    for d in ("src", "stages", "flows"):
-        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", root)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["demo"].update(prose_docs=40, code_docs=30, math_docs=40, fiction_entities=6)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(["git", "init", "-q"], root)
-    sh(["dvc", "init", "-q"], root)
-    sh(["dvc", "config", "core.analytics", "false"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root)
+    root = make_workspace(tmp_path_factory.mktemp("proj"), params)
     out = sh(["dvc", "repro", "ingest"], root)
     assert "Running stage 'demo'" in out and "Running stage 'ingest'" in out
     return root
@@ -101,6 +92,9 @@ asyncio.run(main())
         sh([prefect, "worker", "start", "--pool", "lmpipe-process", "--run-once"], project, env=penv, timeout=300)
         out = sh([sys.executable, "-c", check], project, env=penv)
         assert out.count("COMPLETED") == 2 and "SCHEDULED" in out  # the nightly schedule queued future runs
+        # data-only promises ingest → filter → dedup: its run produced each of their outputs
+        for stage in ("ingest", "score", "filter", "dedup"):
+            assert (project / "metrics" / f"{stage}.json").exists(), stage
     finally:
         server.terminate()
         server.wait(30)

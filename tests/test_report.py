@@ -19,6 +19,7 @@ from PIL import Image
 
 from lmpipe.config import ReportConfig
 from lmpipe.report import ReportInputs, build_report
+from tests.conftest import stage_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 C0, C1 = (31, 119, 180), (255, 127, 14)  # matplotlib's first two default colours
@@ -128,12 +129,10 @@ def test_report_is_self_contained(run_dir: Path) -> None:
 def test_report_stage_cli(run_dir: Path) -> None:
     params = run_dir / "params.yaml"
     params.write_text("ingest:\n  sources: [{uri: x, domain: prose}]\nmixture:\n  weights: {prose: 1.0, code: 1.0}\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "stages.report", "--out", str(run_dir / "r" / "index.html"),
-                        "--evaluate", str(run_dir / "metrics/evaluate.json"),
-                        "--samples", str(run_dir / "reports/samples.jsonl"), "--metrics-dir", str(run_dir / "metrics"),
-                        "--root", str(run_dir), "--params", str(params), "--metrics", str(run_dir / "report.json")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    cmd = stage_cmd("report", params, run_dir / "report.json", evaluate="metrics/evaluate.json",
+                    samples="reports/samples.jsonl", metrics="metrics", out=run_dir / "r" / "index.html")
+    r = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)  # DVCLive dirs: cwd
     assert r.returncode == 0, r.stderr
     m = json.loads((run_dir / "report.json").read_text())
     assert m["sections_missing"] == [] and m["figures"] >= 6

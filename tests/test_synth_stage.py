@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from lmpipe.documents import (
 from lmpipe.executors import LocalExecutor
 from lmpipe.llm.testing import FaultServer, build_tiny_model, server_stats, start_serve_llm
 from lmpipe.synth.augment import AugmentJob, augment, plan_units
+from tests.conftest import stage_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 GARBAGE = b"<html><body>502 upstream hiccup</body></html>"
@@ -233,21 +233,7 @@ def test_augment_via_serve_llm_second_run_is_served_from_cache(serve_llm: str, t
 
 # ------------------------------------------------------------------------------------------ kill -9
 def _stage_cmd(docs: Path, out: Path, params: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "stages.augment",
-        "--docs",
-        str(docs),
-        "--out",
-        str(out / "docs"),
-        "--rejected",
-        str(out / "rejected"),
-        "--params",
-        str(params),
-        "--metrics",
-        str(out / "m.json"),
-    ]
+    return stage_cmd("augment", params, out / "m.json", docs=docs, out=out / "docs", rejected=out / "rejected")
 
 
 def _params(path: Path, tiny: Path, cache: Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tracemalloc
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +16,7 @@ from lmpipe.config import TokenizeConfig
 from lmpipe.documents import Document, ShardWriter, iter_documents, read_manifest, write_manifest
 from lmpipe.executors import LocalExecutor
 from lmpipe.tokenization import token_dtype, tokenize_corpus
+from tests.conftest import stage_cmd
 
 EOS = "<|endoftext|>"
 
@@ -220,9 +220,8 @@ def test_stage_cli(tmp_path, project_root):
         "ingest: {sources: [{uri: x, domain: x}]}\n"
         "tokenize: {vocab_size: 300, val_fraction: 0.1}\n"
     )
-    cmd = [sys.executable, "-m", "stages.tokenize", "--docs", str(docs_dir), "--tokens", str(tmp_path / "t"),
-           "--tokenizer", str(tmp_path / "tok"), "--heldout", str(tmp_path / "held"), "--params", str(params),
-           "--metrics", str(tmp_path / "m.json")]
+    cmd = stage_cmd("tokenize", params, tmp_path / "m.json", docs=docs_dir, tokens=tmp_path / "t",
+                    tokenizer=tmp_path / "tok", heldout=tmp_path / "held")
     subprocess.run(cmd, cwd=project_root, check=True, capture_output=True)
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["train"]["x"]["docs"] + m["val"]["x"]["docs"] == 20
@@ -243,9 +242,8 @@ def test_kill_9_then_rerun_matches_uninterrupted(tmp_path, shared_data, project_
                       "tokenize: {vocab_size: 2000, batch_docs: 64}\n")
 
     def cmd(out: Path) -> list[str]:
-        return [sys.executable, "-m", "stages.tokenize", "--docs", str(docs_dir), "--tokens", str(out / "tokens"),
-                "--tokenizer", str(out / "tok"), "--heldout", str(out / "held"), "--params", str(params),
-                "--metrics", str(out / "m.json")]
+        return stage_cmd("tokenize", params, out / "m.json", docs=docs_dir, tokens=out / "tokens",
+                         tokenizer=out / "tok", heldout=out / "held")
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd(killed), cwd=project_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

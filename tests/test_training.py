@@ -221,6 +221,62 @@ def test_checkpoint_of_another_run_is_discarded(tmp_path: Path) -> None:
     assert not (tmp_path / "latest.ckpt").exists()
 
 
+def test_checkpoints_load_without_pickle_and_a_planted_one_is_refused(
+    shakespeare: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resume reads checkpoints with weights_only=True only (ours and Lightning's reads); a crafted pickle put
+    in place of latest.ckpt is refused naming it, and its code never runs."""
+    from lmpipe.safeio import UnsafeFileError
+    from tests.test_safeio import plant
+
+    cfg = TrainConfig(
+        seq_len=SEQ,
+        batch_size=4,
+        max_steps=3,
+        val_every=3,
+        val_batches=1,
+        ckpt_every=3,
+        schedule={"kind": "wsd", "warmup_steps": 1},
+    )
+
+    def run() -> dict:
+        return train(
+            SMALL_MODEL,
+            cfg,
+            mixture_samplers(shakespeare["tokens"], WEIGHTS, SEQ, 5),
+            vocab_size=shakespeare["vocab"],
+            ckpt_dir=tmp_path / "ckpt",
+            log_dir=None,
+            export_dir=None,
+            seed=5,
+            progress=False,
+        )
+
+    run()
+    ckpt = tmp_path / "ckpt" / "latest.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain types and tensors only
+    assert state["global_step"] == 3 and set(state["rng_states"]) >= {"python", "numpy", "torch"}
+
+    loads: list[dict] = []
+    real_load = torch.load
+
+    def recording_load(*args: object, **kwargs: object) -> object:
+        loads.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    assert run()["resumed_from_step"] == 3
+    assert len(loads) >= 2 and all(kw.get("weights_only") is True for kw in loads)  # ours, then Lightning's
+    monkeypatch.undo()
+
+    marker = tmp_path / "PWNED"
+    for kind in ("torch-zip", "pickle"):
+        plant(kind, ckpt, marker)
+        with pytest.raises(UnsafeFileError, match=r"latest\.ckpt: refused"):
+            run()
+        assert not marker.exists()
+
+
 RUN = textwrap.dedent("""
     import json, sys
     from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
@@ -275,7 +331,7 @@ def test_kill_9_and_resume_matches_an_uninterrupted_run(shakespeare: dict, tmp_p
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    killed_at = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    killed_at = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < killed_at < 40
 
     done = subprocess.run(cmd(crash), check=True, env=env, capture_output=True, text=True, timeout=300)

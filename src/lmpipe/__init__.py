@@ -1,0 +1,1 @@
+"""lmpipe: raw text to an evaluated language model, as one reproducible, orchestrated pipeline."""

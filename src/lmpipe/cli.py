@@ -32,10 +32,11 @@ def config_validate(params: str = typer.Option("params.yaml", help="params file"
 def config_show(
     params: str = typer.Option("params.yaml", help="params file"),
     section: str = typer.Argument(None, help="only this section, e.g. 'ingest'"),
+    profile: str = typer.Option(None, help="a profile of overrides merged on top, e.g. profiles/tiny.yaml"),
 ) -> None:
-    """Print the effective config: params.yaml merged with every default."""
+    """Print the effective config: params.yaml (+ a profile) merged with every default."""
     try:
-        p = load_params(params).model_dump(mode="json")
+        p = load_params(params, profile).model_dump(mode="json")
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None
@@ -49,13 +50,14 @@ def config_show(
 
 @app.command("run")
 def run(
-    stages: list[str] = typer.Argument(None, help="stages to run (default: all, in dvc.yaml order)"),
-    force: bool = typer.Option(False, help="rerun stages even if DVC finds them up to date"),
+    targets: list[str] = typer.Argument(None, help="stages to run with everything upstream (default: all)"),
 ) -> None:
-    """Run the pipeline as a Prefect flow (each task is one `dvc repro --single-item <stage>`)."""
-    from flows.pipeline import pipeline
+    """Run the pipeline as a Prefect flow (each task is one `dvc repro --single-item <stage>`).
 
-    pipeline(stages=stages or None, force=force)
+    The flow lives in ``flows/`` (the orchestrator is not part of the library), so this starts it as a process."""
+    import subprocess
+
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "flows.pipeline", *(targets or [])]))
 
 
 @study_app.command("validate")

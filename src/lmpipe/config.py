@@ -504,6 +504,7 @@ class AugmentConfig(Section):
     quality: SynthQualityConfig = SynthQualityConfig()
     docs_per_shard: int = Field(5000, ge=1)
     workers: int = Field(1, ge=1, description="parallel shards; each loads its own embedded model (prefer 1)")
+    prompts_dir: str | None = Field(None, description="directory of prompt templates overriding the packaged ones")
 
 
 # ------------------------------------------------------------------------------------------ filter
@@ -809,11 +810,27 @@ def parse_params(raw: dict[str, Any], origin: str = "params.yaml") -> Params:
         raise ConfigError(f"{origin} is invalid ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found (run from the project root or pass --params)")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return parse_params(raw, str(path))
+    return raw
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, profile: str | Path | None = None) -> Params:
+    """Validated params; a ``profile`` (a YAML of overrides, e.g. ``profiles/tiny.yaml``) is merged on top."""
+    raw = read_yaml_mapping(path)
+    if profile is not None:
+        raw = deep_merge(raw, read_yaml_mapping(profile))
+    return parse_params(raw, f"{path} + {profile}" if profile else str(path))

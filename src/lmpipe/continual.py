@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmpipe.config import CptConfig, ModelConfig, TokenizeConfig
 from lmpipe.documents import sha256_file
 from lmpipe.executors import Executor
-from lmpipe.mixture import INDEX, TokenIndex, normalize_weights
+from lmpipe.mixture import TokenIndex, normalize_weights
 from lmpipe.tokenization import tokenize_corpus
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
 
 TOKENIZER_SUBDIR = "tokenizer"  # inside the CPT token dir: the copy of the reused tokenizer
 HELDOUT_SUBDIR = "heldout"  # inside the CPT token dir: held-out new documents (lmpipe document dataset)
@@ -79,35 +83,26 @@ def continue_pretraining(
     tokenizer_dir: str | Path,
     *,
     seed: int,
-    ckpt_dir: str | Path,
-    log_dir: str | Path | None,
-    export_dir: str | Path | None,
-    progress: bool = True,
+    **outputs: Any,
 ) -> dict[str, Any]:
-    """Train ``cfg.train.init_from`` further on ``cfg.mixture`` over the merged ``token_dirs``; returns metrics."""
-    from lmpipe.training import mixture_samplers, train, vocab_and_special_ids
+    """Train ``cfg.train.init_from`` further on ``cfg.mixture`` over the merged ``token_dirs``; returns metrics.
+    ``outputs`` (``ckpt_dir``, ``log_dir``, ``export_dir``, ``progress``) are those of ``train_on_tokens``."""
+    from lmpipe.pretrain import train_on_tokens
 
     assert cfg.train.init_from  # CptConfig guarantees it
-    index = replay_index(token_dirs)
-    vocab_size, special_ids = vocab_and_special_ids(index, tokenizer_dir)
-    weights = normalize_weights(cfg.mixture.weights, index.domains("train"), cfg.mixture.missing)
-    fingerprint = {
-        "data": [sha256_file(Path(d) / INDEX) for d in token_dirs],
-        "mixture": cfg.mixture.model_dump(),
-        "parent": model_fingerprint(cfg.train.init_from),
-    }
-    stats = train(
-        model_cfg,
-        cfg.train,
-        mixture_samplers(index, cfg.mixture, cfg.train.seq_len, seed),
-        vocab_size=vocab_size,
-        ckpt_dir=ckpt_dir,
-        log_dir=log_dir,
-        export_dir=export_dir,
-        tokenizer_dir=tokenizer_dir,
-        special_ids=special_ids,
-        seed=seed,
-        fingerprint=fingerprint,
-        progress=progress,
-    )
+    weights = normalize_weights(cfg.mixture.weights, replay_index(token_dirs).domains("train"), cfg.mixture.missing)
+    stats = train_on_tokens(model_cfg, cfg.train, cfg.mixture, token_dirs, tokenizer_dir, seed=seed,
+                            fingerprint={"parent": model_fingerprint(cfg.train.init_from)}, **outputs)
     return {**stats, "parent": str(cfg.train.init_from), "mixture": {d: round(w, 6) for d, w in weights.items()}}
+
+
+def tokenize(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``cpt_tokenize``: the new documents ``io.docs`` packed with the parent's tokenizer."""
+    return tokenize_new_domains(p.tokenize, p.cpt.val_fraction, io.docs, io.tokens, io.tokenizer, ex)
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``cpt``: the parent (``cpt.train.init_from``) trained on replay (``io.tokens``) + new (``io.new_tokens``)."""
+    seed = p.cpt.train.seed if p.cpt.train.seed is not None else p.run.seed
+    return continue_pretraining(p.model, p.cpt, [io.tokens, io.new_tokens], io.tokenizer, seed=seed,
+                                ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)

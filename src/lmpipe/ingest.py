@@ -1,13 +1,18 @@
-"""The ingest stage: every configured source → one sharded document dataset (+ quarantine)."""
+"""Stage ``ingest``: every configured source → one sharded document dataset (+ quarantine)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmpipe.config import IngestConfig
 from lmpipe.executors import Executor
 from lmpipe.sharded import run_stage
 from lmpipe.sources import plan_units, read_unit
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
 
 
 def ingest(cfg: IngestConfig, out_dir: str | Path, rejected_dir: str | Path, executor: Executor) -> dict:
@@ -16,3 +21,7 @@ def ingest(cfg: IngestConfig, out_dir: str | Path, rejected_dir: str | Path, exe
     stats = run_stage(read_unit, units, cfg, out_dir, rejected_dir, executor, cfg.docs_per_shard, desc="ingest")
     stats["sources"] = len(cfg.sources)
     return stats
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict:
+    return ingest(p.ingest, io.out, io.rejected, ex)

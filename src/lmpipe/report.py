@@ -16,9 +16,14 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmpipe.config import ReportConfig
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 TEMPLATE = "report.html.j2"
 
@@ -370,3 +375,9 @@ def build_report(inp: ReportInputs, cfg: ReportConfig, out: str | Path) -> dict[
         "figures": sum(len(s.figures) for s in sections),
         "html_bytes": len(html.encode()),
     }
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``report``: one self-contained HTML page (``io.out``) from every stage's metrics."""
+    inp = ReportInputs(Path("."), io.metrics, io.evaluate, io.samples, p.mixture.weights)
+    return {**build_report(inp, p.report, io.out), "report": str(io.out)}

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,26 +70,43 @@ def _marker(task: UnitTask) -> Path:
     return Path(task.state_dir) / f"{task.index:05d}.json"
 
 
-def _load_done(task: UnitTask) -> dict | None:
-    path = _marker(task)
+def read_marker(path: Path, fingerprint: str) -> dict | None:
+    """A unit's completion marker, if one was written for exactly this ``fingerprint`` (params + input)."""
     if not path.exists():
         return None
     done = json.loads(path.read_text())
-    if done.get("fingerprint") != task.fingerprint:
+    return done if done.get("fingerprint") == fingerprint else None
+
+
+def files_intact(files: Iterable[tuple[Path, int]]) -> bool:
+    """Every ``(path, size)`` a marker promises is on disk at that size (a crash can leave a marker's outputs
+    half-deleted by a later cleanup, never half-written: outputs are renamed into place before the marker)."""
+    return all(p.exists() and p.stat().st_size == size for p, size in files)
+
+
+def write_marker(path: Path, result: dict) -> None:
+    """Atomically record a finished unit; written last, after all its outputs are in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+
+
+def _load_done(task: UnitTask) -> dict | None:
+    done = read_marker(_marker(task), task.fingerprint)
+    if done is None:
         return None
-    for kind, base in (("kept", task.kept_dir), ("rejected", task.rejected_dir)):
-        for s in done[f"{kind}_shards"]:
-            f = Path(base) / s["path"]
-            if not f.exists() or f.stat().st_size != s["file_bytes"]:
-                return None
-    return done
+    files = [(Path(base) / s["path"], s["file_bytes"])
+             for kind, base in (("kept", task.kept_dir), ("rejected", task.rejected_dir))
+             for s in done[f"{kind}_shards"]]
+    return done if files_intact(files) else None
 
 
 def run_unit(task: UnitTask) -> dict:
     """Process one unit (or reuse its completed result). Top-level so every executor can pickle it."""
     done = _load_done(task)
     if done is not None:
-        return done
+        return {**done, "reused": True}
     prefix = f"part-{task.index:05d}"
     kept = ShardWriter(task.kept_dir, prefix, docs_per_shard=task.docs_per_shard)
     rejected = ShardWriter(task.rejected_dir, prefix, REJECT_SCHEMA, docs_per_shard=task.docs_per_shard)
@@ -128,11 +145,7 @@ def run_unit(task: UnitTask) -> dict:
         "rejected_shards": [asdict(s) for s in rejected.shards],
         **{k: v for k, v in extra.items() if k != "in"},
     }
-    marker = _marker(task)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, marker)
+    write_marker(_marker(task), result)
     return result
 
 
@@ -146,10 +159,13 @@ def run_stage(
     docs_per_shard: int = 5000,
     desc: str = "",
     state_dir: str | Path | None = None,
+    extras: tuple[str, ...] = (),
 ) -> dict:
     """Run ``process`` over ``units`` (``(key, unit)`` pairs) and return the stage stats.
 
-    ``state_dir`` (default: ``.state/<kept_dir name>`` beside ``kept_dir``) holds the resume markers.
+    ``state_dir`` (default: ``.state/<kept_dir name>`` beside ``kept_dir``) holds the resume markers. Each
+    name in ``extras`` is a dict of counts a unit returned; the stats hold its sum over all units
+    (``<name>``) and over the units processed in this run, not reused from a marker (``<name>_this_run``).
     """
     kept_dir, rejected_dir = Path(kept_dir), Path(rejected_dir)
     state = Path(state_dir) if state_dir else kept_dir.parent / ".state" / kept_dir.name
@@ -163,7 +179,19 @@ def run_stage(
         for i, (key, unit) in enumerate(units)
     ]
     results = executor.map(run_unit, tasks, desc=desc)
-    return finalize(results, kept_dir, rejected_dir, state)
+    stats = finalize(results, kept_dir, rejected_dir, state)
+    stats["units_reused"] = sum(bool(r.get("reused")) for r in results)
+    for name in extras:
+        stats[name] = sum_counts(r.get(name, {}) for r in results)
+        stats[f"{name}_this_run"] = sum_counts(r.get(name, {}) for r in results if not r.get("reused"))
+    return stats
+
+
+def sum_counts(dicts: Iterable[dict[str, float]]) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(sorted(total.items()))
 
 
 def finalize(results: list[dict], kept_dir: Path, rejected_dir: Path, state_dir: Path) -> dict:

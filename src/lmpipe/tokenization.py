@@ -28,7 +28,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,7 +42,11 @@ from lmpipe.documents import (
     write_manifest,
 )
 from lmpipe.executors import Executor
-from lmpipe.sharded import dataset_units
+from lmpipe.sharded import dataset_units, files_intact, read_marker, write_marker
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
 
 INDEX = "index.json"
 INDEX_FORMAT = "lmpipe-tokens/1"
@@ -310,18 +314,13 @@ def _unit_marker(task: PackTask) -> Path:
 
 
 def _reusable(task: PackTask) -> dict | None:
-    marker = _unit_marker(task)
-    if not marker.exists():
-        return None
-    done = json.loads(marker.read_text())
-    if done.get("fingerprint") != task.fingerprint:
+    done = read_marker(_unit_marker(task), task.fingerprint)
+    if done is None:
         return None
     files = [(Path(task.tokens_dir) / f["path"], f["tokens"] * np.dtype(done["dtype"]).itemsize)
              for f in done["files"]]
     files += [(Path(task.heldout_dir) / s["path"], s["file_bytes"]) for s in done["heldout_shards"]]
-    if all(p.exists() and p.stat().st_size == size for p, size in files):
-        return done
-    return None
+    return done if files_intact(files) else None
 
 
 def _configure_threads(threads: int) -> None:
@@ -371,11 +370,7 @@ def pack_unit(task: PackTask) -> dict:
         "index": task.index, "key": task.key, "fingerprint": task.fingerprint, "dtype": enc.dtype.name,
         "files": files, "heldout_shards": [asdict(s) for s in heldout.shards],
     }
-    marker = _unit_marker(task)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, marker)
+    write_marker(_unit_marker(task), result)
     return result
 
 
@@ -493,3 +488,13 @@ def _stats(index: dict, tok_info: dict) -> dict[str, Any]:
         out[f"{split}_tokens"] = sum(v["tokens"] for v in domains.values())
     out["tokens"] = out["train_tokens"] + out["val_tokens"]
     return out
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``tokenize``: train (or reuse) the tokenizer, split held-out docs, pack ``io.docs`` per domain."""
+    import time
+
+    start = time.perf_counter()
+    stats = tokenize_corpus(p.tokenize, io.docs, io.tokens, io.tokenizer, io.heldout, ex)
+    stats["tokens_per_s"] = round(stats["tokens"] / max(time.perf_counter() - start, 1e-9))
+    return stats

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
 from lmpipe.model import build_model, flops_per_token, load_model, n_params
+from lmpipe.safeio import load_checkpoint
 from lmpipe.schedules import lr_lambda
 
 if TYPE_CHECKING:
@@ -189,7 +190,14 @@ class TokenDataModule(L.LightningDataModule):
 
 # ------------------------------------------------------------------------------------------- model
 def _rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # Plain types and tensors only, so the checkpoint loads with weights_only=True: numpy's MT19937 key
+    # array becomes a list of ints (Python's state is already a tuple of ints).
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": (kind, key.tolist(), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -197,7 +205,8 @@ def _rng_states() -> dict[str, Any]:
 
 def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    kind, key, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -520,11 +529,8 @@ def train(
     ckpt_dir = Path(ckpt_dir)
     fp = run_fingerprint(model_cfg.model_dump(), cfg.model_dump(), vocab_size, seed, fingerprint)
     resume_from = prepare_checkpoint_dir(ckpt_dir, fp)
-    resume_step = (
-        int(torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-        if resume_from
-        else 0
-    )
+    # weights_only: a checkpoint from a shared remote must not run code (UnsafeFileError names it)
+    resume_step = int(load_checkpoint(resume_from)["global_step"]) if resume_from else 0
 
     logger: Any = False
     if log_dir is not None:
@@ -543,9 +549,9 @@ def train(
     throughput.tokens_per_step = tokens_per_step
 
     start = time.perf_counter()
-    # weights_only=False: our own checkpoints also hold RNG and sampler states (numpy objects)
+    # weights_only=True: RNG and sampler states are stored as plain types and tensors (see _rng_states)
     trainer.fit(
-        module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=False
+        module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
     )
     seconds = time.perf_counter() - start
     trainer.save_checkpoint(ckpt_dir / f"{CKPT_NAME}.ckpt")  # the finished state: a rerun only re-exports
@@ -557,7 +563,7 @@ def train(
     if export_dir is not None and trainer.is_global_zero:
         export = module.model
         if cfg.strategy == "fsdp":  # gather the full weights from the checkpoint Lightning just wrote
-            state = torch.load(ckpt_dir / f"{CKPT_NAME}.ckpt", map_location="cpu", weights_only=False)
+            state = load_checkpoint(ckpt_dir / f"{CKPT_NAME}.ckpt")
             export = (
                 build_model(model_cfg, vocab_size, ids.get("bos"), ids.get("eos"), ids.get("pad"))
                 if not cfg.init_from

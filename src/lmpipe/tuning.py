@@ -28,11 +28,16 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from lmpipe.config import MixtureConfig, ModelConfig, ScheduleConfig, TrainConfig, TuneConfig
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 WEIGHT_PREFIX = "w_"  # Optuna param name of a domain's raw weight
 ObjectiveFn = Callable[[dict[str, float], float], dict[str, Any]]  # (normalised weights, lr) -> {"value", ...}
@@ -363,3 +368,18 @@ def _weights_scatter(trials: Iterable[optuna.trial.FrozenTrial], plt: Any) -> An
         ax.set_xlim(-0.02, 1.02)
     axes[0][0].set_ylabel("mean bits/byte (targets)")
     return fig
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``tune``: the Optuna study over mixture weights (resumed if its storage holds it); best → ``io.out``."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # per-trial Trainer banners drown the log
+    cfg = p.tune
+    seed = cfg.seed if cfg.seed is not None else p.run.seed
+    name = f"{cfg.study_name}-{study_fingerprint(cfg, p.model, seed, data_fingerprint(io.tokens, io.heldout))}"
+    objective = MixtureObjective(cfg, p.model, io.tokens, io.heldout, io.tokenizer, seed)
+    baseline = current_params(cfg, p.mixture) if cfg.enqueue_current else None
+    study = run_study(cfg, objective, seed=seed, study_name=name, baseline=baseline,
+                      storage=make_storage(cfg.storage, cfg.heartbeat_s))
+    stats = write_outputs(study, cfg, io.out, io.plots)
+    stats["inspect"] = f"optuna trials --storage {cfg.storage} --study-name {name}"
+    return stats

@@ -24,11 +24,17 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmpipe.config import DemoConfig
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 from lmpipe.demo import mathgen, noise, stdlib, world
 
 
@@ -113,3 +119,8 @@ def generate(cfg: DemoConfig, seed: int, raw_dir: str | Path, eval_dir: str | Pa
     }
     (raw / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict:
+    """Stage ``demo``: the seeded demo corpus into ``io.raw`` and its QA set into ``io.eval``."""
+    return generate(p.demo, p.run.seed, io.raw, io.eval)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmpipe.config import EvaluateConfig
 from lmpipe.documents import iter_documents
@@ -19,6 +19,11 @@ from lmpipe.evaluation.heldout import heldout_metrics
 from lmpipe.evaluation.lm import LM, ModelDirError, generate
 from lmpipe.evaluation.qa import QASet, exact_match, multiple_choice
 from lmpipe.evaluation.toxicity import ToxicityScorer, resolve_scorer, toxicity_eval
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 
 def evaluation_order(cfg: EvaluateConfig) -> list[str]:
@@ -145,3 +150,17 @@ def plot_rows(results: dict[str, Any]) -> dict[str, list[dict]]:
                 qa.append({"series": f"{name} · {key}", "model": name, "metric": key,
                            "accuracy": round(r["qa"][key], 5)})
     return {"bits_per_byte": bpb, "qa_accuracy": qa}
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``evaluate``: every model of ``evaluate.models`` on ``io.heldout`` and ``io.qa``; sample
+    generations → ``io.samples``, DVC plot series → ``io.plots``."""
+    import json
+
+    results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed)
+    io.samples.parent.mkdir(parents=True, exist_ok=True)
+    io.samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    io.plots.mkdir(parents=True, exist_ok=True)
+    for stem, series in plot_rows(results).items():
+        (io.plots / f"{stem}.json").write_text(json.dumps(series, indent=1) + "\n")
+    return results

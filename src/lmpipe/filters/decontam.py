@@ -10,11 +10,15 @@ which hold the facts the closed-book questions ask about, while any document quo
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from lmpipe.filters.text import normalize_words
+from lmpipe.safeio import UnsafeFileError, from_json_array, json_array, load_npz, save_npz
+
+FORMAT = "lmpipe.EvalIndex/1"
 
 
 class EvalIndex:
@@ -57,10 +61,29 @@ class EvalIndex:
         return hits, first
 
     def save(self, path: str | Path) -> None:
-        with open(path, "wb") as f:
-            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        """Plain arrays (no pickle: the file may travel through a shared DVC remote): the words and item ids
+        as JSON, and per n-gram length an (m, n) array of word ids with the (m,) ids of their items."""
+        words = sorted({w for table in self.grams.values() for g in table for w in g})
+        items = sorted({i for table in self.grams.values() for i in table.values()})
+        wid, iid = {w: k for k, w in enumerate(words)}, {x: k for k, x in enumerate(items)}
+        header = {"format": FORMAT, "ngram": self.ngram, "min_ngram": self.min_ngram, "items": self.items,
+                  "lengths": list(self.grams), "words": words, "item_ids": items}
+        arrays = {"header": json_array(header)}
+        for n, table in self.grams.items():
+            arrays[f"grams{n}"] = np.array([[wid[w] for w in g] for g in table], dtype=np.int64).reshape(-1, n)
+            arrays[f"item{n}"] = np.array([iid[x] for x in table.values()], dtype=np.int64)
+        save_npz(path, arrays)
 
     @staticmethod
     def load(path: str | Path) -> EvalIndex:
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        arrays = load_npz(path, required=("header",))
+        h = from_json_array(arrays["header"])
+        if not isinstance(h, dict) or h.get("format") != FORMAT:
+            raise UnsafeFileError(f"{path}: not an eval n-gram index ({FORMAT})")
+        index = EvalIndex(h["ngram"], h["min_ngram"])
+        index.items = h["items"]
+        words, items = h["words"], h["item_ids"]
+        for n in h["lengths"]:
+            grams, owner = arrays[f"grams{n}"].tolist(), arrays[f"item{n}"].tolist()
+            index.grams[n] = {tuple(words[w] for w in g): items[i] for g, i in zip(grams, owner, strict=True)}
+        return index

@@ -7,12 +7,16 @@ like that reference (CCNet, Wenzek et al. 2020, keeps head/middle/tail bands by 
 from __future__ import annotations
 
 import math
-import pickle
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
+from lmpipe.safeio import UnsafeFileError, from_json_array, json_array, load_npz, save_npz
+
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+FORMAT = "lmpipe.KneserNeyLM/1"
 
 
 class KneserNeyLM:
@@ -43,6 +47,11 @@ class KneserNeyLM:
             cont: Counter[tuple[str, ...]] = Counter(g[1:] for g in levels[-1])
             levels.append(dict(cont))
         self.counts = levels[::-1]  # index 0 = unigrams
+        self._index_contexts()
+        return self
+
+    def _index_contexts(self) -> None:
+        """Per-context totals and follower counts, derived from ``counts``."""
         self.ctx_total, self.ctx_types = [], []
         for table in self.counts:
             tot: defaultdict[tuple[str, ...], int] = defaultdict(int)
@@ -52,7 +61,6 @@ class KneserNeyLM:
                 typ[g[:-1]] += 1
             self.ctx_total.append(dict(tot))
             self.ctx_types.append(dict(typ))
-        return self
 
     def prob(self, ctx: tuple[str, ...], w: str) -> float:
         p = 1.0 / len(self.vocab)  # uniform base for the unigram level
@@ -78,10 +86,29 @@ class KneserNeyLM:
         return math.exp(-lp / max(n, 1))
 
     def save(self, path: str | Path) -> None:
-        with open(path, "wb") as f:
-            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        """Plain arrays (no pickle: the file may travel through a shared DVC remote): the words as JSON, and
+        per order k an (m, k) array of word ids with the (m,) counts; the context tables are derived on load."""
+        words = sorted({w for table in self.counts for g in table for w in g} | self.vocab)
+        wid = {w: i for i, w in enumerate(words)}
+        header = {"format": FORMAT, "order": self.order, "discount": self.d, "min_count": self.min_count,
+                  "words": words, "vocab": sorted(self.vocab)}
+        arrays = {"header": json_array(header)}
+        for k, table in enumerate(self.counts, start=1):
+            arrays[f"grams{k}"] = np.array([[wid[w] for w in g] for g in table], dtype=np.int64).reshape(-1, k)
+            arrays[f"counts{k}"] = np.fromiter(table.values(), dtype=np.int64, count=len(table))
+        save_npz(path, arrays)
 
     @staticmethod
     def load(path: str | Path) -> KneserNeyLM:
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        arrays = load_npz(path, required=("header",))
+        h = from_json_array(arrays["header"])
+        if not isinstance(h, dict) or h.get("format") != FORMAT:
+            raise UnsafeFileError(f"{path}: not a Kneser-Ney n-gram LM ({FORMAT})")
+        lm = KneserNeyLM(h["order"], h["discount"], h["min_count"])
+        lm.vocab = set(h["vocab"])
+        words = h["words"]
+        for k in range(1, lm.order + 1):
+            grams, counts = arrays[f"grams{k}"].tolist(), arrays[f"counts{k}"].tolist()
+            lm.counts.append({tuple(words[w] for w in g): c for g, c in zip(grams, counts, strict=True)})
+        lm._index_contexts()
+        return lm

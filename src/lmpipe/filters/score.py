@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +20,12 @@ from lmpipe.filters.decontam import EvalIndex
 from lmpipe.filters.perplexity import KneserNeyLM
 from lmpipe.filters.text import TERMINAL_PUNCTUATION, normalize_words, split_words
 from lmpipe.filters.toxicity import HashedLogReg, HFClassifier, WordList, read_labelled
+from lmpipe.sharded import dataset_units, run_stage
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 Scores = dict[str, Any]
 
@@ -120,7 +126,7 @@ def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | 
     info: dict[str, Any] = {}
     job: dict[str, Any] = {"cfg": cfg}
     pcfg = cfg.perplexity
-    lm_path = model_dir / "ngram_lm.pkl"
+    lm_path = model_dir / "ngram_lm.npz"
     if pcfg.reference_domain:
         train = []
         for doc in iter_documents(docs_dir):
@@ -153,7 +159,7 @@ def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | 
     else:
         clf_path.unlink(missing_ok=True)
     dcfg = cfg.decontam
-    idx_path = model_dir / "eval_ngrams.pkl"
+    idx_path = model_dir / "eval_ngrams.npz"
     if dcfg.eval_files:
         index = EvalIndex(dcfg.ngram, dcfg.min_ngram)
         for ef in dcfg.eval_files:
@@ -166,3 +172,16 @@ def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | 
     else:
         idx_path.unlink(missing_ok=True)
     return ScoreJob(**job), info
+
+
+def score_dataset(cfg: FilterScoreConfig, docs: str | Path, out: str | Path, rejected: str | Path,
+                  model_dir: str | Path, executor: Executor) -> dict[str, Any]:
+    """Build the reference models once (into ``model_dir``), then score every shard of ``docs``."""
+    job, info = build_models(cfg, docs, model_dir)
+    stats = run_stage(score_unit, dataset_units(docs), job, out, rejected, executor, cfg.docs_per_shard, desc="score")
+    return {**stats, "models": info}
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``score``: every document of ``io.docs`` with its measurements in ``meta["scores"]``."""
+    return score_dataset(p.filter.score, io.docs, io.out, io.rejected, io.models, ex)

@@ -7,15 +7,25 @@ document says why. Kept documents of domains with ``pii_scrub`` get e-mails, pho
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+import random
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from lmpipe.config import C4ScoreConfig, FilterSelectConfig, RuleSet
-from lmpipe.documents import Document, Rejected, iter_documents
+from lmpipe.documents import Document, Rejected, iter_batches, iter_documents
 from lmpipe.filters import c4, pii
+from lmpipe.sharded import dataset_units, run_stage
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
 
 # Report order: the most specific explanation first (a toxic page is "toxicity", not "fineweb"; a
 # three-word page is "too few words" before its n-gram statistics). Entries are families or family/rule.
@@ -151,3 +161,67 @@ def select_unit(unit: str, job: SelectJob) -> Iterator[Document | Rejected]:
                 scrubbed.update(counts)
         yield doc
     return {"in": n, "rule_hits": dict(hits), "pii_scrubbed": dict(scrubbed)}
+
+
+# ------------------------------------------------------------------ the stage driver
+def scan_scores(scored: str | Path, sample_size: int, seed: int = 0) -> tuple[list[tuple[str, dict]], dict[str, list[float]], int]:
+    """Stream the stored scores: a reservoir sample for plots, every perplexity per domain, the doc count."""
+    rng = random.Random(seed)
+    sample: list[tuple[str, dict]] = []
+    ppl: dict[str, list[float]] = defaultdict(list)
+    n = 0
+    for batch in iter_batches(scored, ["domain", "meta"]):
+        for domain, meta in zip(batch.column("domain").to_pylist(), batch.column("meta").to_pylist(), strict=True):
+            s = json.loads(meta).get("scores", {}) if meta else {}
+            if "perplexity" in s:
+                ppl[domain].append(s["perplexity"])
+            item = (domain, s)
+            if len(sample) < sample_size:
+                sample.append(item)
+            elif (j := rng.randrange(n + 1)) < sample_size:
+                sample[j] = item
+            n += 1
+    return sample, ppl, n
+
+
+def perplexity_cutoffs(cfg: FilterSelectConfig, ppl: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """CCNet-style per-domain percentiles: band edges (head/middle/tail) and the optional drop cutoff."""
+    out: dict[str, dict[str, float]] = {}
+    for domain, values in ppl.items():
+        rules = cfg.rules_for(domain).perplexity
+        if rules is None or not values:
+            continue
+        arr = np.asarray(values)
+        cut = {"head": float(np.percentile(arr, rules.bands[0])), "tail": float(np.percentile(arr, rules.bands[1]))}
+        if rules.max_percentile is not None:
+            cut["max"] = float(np.percentile(arr, rules.max_percentile))
+        out[domain] = cut
+    return out
+
+
+def select_dataset(cfg: FilterSelectConfig, c4_lines: C4ScoreConfig, scored: str | Path, out: str | Path,
+                   rejected: str | Path, plots_dir: str | Path, executor: Executor) -> dict[str, Any]:
+    """Apply ``cfg``'s per-domain rules to the stored scores; kept and rejected datasets, histograms."""
+    from lmpipe.filters import plots
+
+    sample, ppl, total = scan_scores(scored, cfg.plot_sample)
+    cutoffs = perplexity_cutoffs(cfg, ppl)
+    job = SelectJob(cfg=cfg, c4_lines=c4_lines, ppl_cutoffs=cutoffs)
+    stats = run_stage(select_unit, dataset_units(scored), job, out, rejected, executor, cfg.docs_per_shard,
+                      desc="filter", extras=("rule_hits", "pii_scrubbed"))
+    for name in ("rule_hits", "pii_scrubbed"):
+        stats.pop(f"{name}_this_run")
+    written = plots.histograms(sample, cfg, plots_dir)
+    sweep = plots.toxicity_sweep(sample, cfg.toxicity_sweep, plots_dir, total)
+    return {
+        **stats,
+        "drop_fraction": round(stats["rejected"] / max(stats["in"], 1), 4),
+        "perplexity_cutoffs": cutoffs,
+        "toxicity_sweep": sweep,
+        "plots": len(written) + 1,
+    }
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``filter``: decide on ``io.scored`` by ``filter.select``; kept → ``io.out``, dropped → ``io.rejected``."""
+    return select_dataset(p.filter.select, p.filter.score.c4, io.scored, io.out, io.rejected, io.plots, ex)

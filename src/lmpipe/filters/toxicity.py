@@ -17,6 +17,7 @@ import numpy as np
 import xxhash
 
 from lmpipe.filters.text import normalize_words
+from lmpipe.safeio import load_npz, save_npz
 
 
 # ---------------------------------------------------------------------------------------- word list
@@ -107,12 +108,12 @@ class HashedLogReg:
         return self.predict_words(normalize_words(text))
 
     def save(self, path: str | Path) -> None:
-        with open(path, "wb") as f:
-            np.savez_compressed(f, w=self.w, b=self.b, buckets=self.buckets, ngrams=self.ngrams)
+        save_npz(path, {"w": self.w, "b": np.float64(self.b), "buckets": np.int64(self.buckets),
+                        "ngrams": np.int64(self.ngrams)})
 
     @classmethod
     def load(cls, path: str | Path) -> HashedLogReg:
-        z = np.load(path)
+        z = load_npz(path, required=("w", "b", "buckets", "ngrams"))
         m = cls(int(z["buckets"]), int(z["ngrams"]))
         m.w, m.b = z["w"], float(z["b"])
         return m

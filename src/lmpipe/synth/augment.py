@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
@@ -40,6 +40,10 @@ from lmpipe.synth.entigraph import (
 )
 from lmpipe.synth.prompts import fill, load_template
 from lmpipe.synth.quality import check, text_key
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
 
 SYNTHETIC = "synthetic"
 CHUNK_DOCS = 64  # selected documents whose requests are sent as one batch (bounded memory, full batches)
@@ -367,33 +371,15 @@ def augment(
     job: AugmentJob, docs_dir: str | Path, out_dir: str | Path, rejected_dir: str | Path, executor: Executor
 ) -> dict:
     """Run the stage; returns stats with token/request accounting summed over shards."""
-    out_dir = Path(out_dir)
-    state = out_dir.parent / ".state" / out_dir.name
     units = plan_units(docs_dir, job.augment)
-    started = time.time()
     try:
-        stats = run_stage(
-            augment_unit,
-            units,
-            job,
-            out_dir,
-            rejected_dir,
-            executor,
-            job.augment.docs_per_shard,
-            desc="augment",
-            state_dir=state,
-        )
+        stats = run_stage(augment_unit, units, job, out_dir, rejected_dir, executor, job.augment.docs_per_shard,
+                          desc="augment", extras=("llm", "synth"))
     finally:
         close_backends()
-    total: Counter[str] = Counter()
-    this_run: Counter[str] = Counter()
-    synth: Counter[str] = Counter()
-    for marker in sorted(state.glob("*.json")):
-        done = json.loads(marker.read_text())
-        total.update(done.get("llm", {}))
-        synth.update(done.get("synth", {}))
-        if marker.stat().st_mtime >= started:
-            this_run.update(done.get("llm", {}))
+    total, this_run = stats.pop("llm"), stats.pop("llm_this_run")
+    synth = Counter(stats.pop("synth"))
+    stats.pop("synth_this_run")
     kept_eg, kept_th = synth["kept_entigraph"], synth["kept_" + job.augment.thoughts.mode]
     rej_eg, rej_th = synth["rejected_entigraph"], synth["rejected_" + job.augment.thoughts.mode]
     stats.update(
@@ -411,3 +397,15 @@ def augment(
 
 def _rate(n: int, d: int) -> float:
     return round(n / d, 4) if d else 0.0
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict:
+    """Stage ``augment``: EntiGraph texts and thought trajectories for the selected documents of ``io.docs``."""
+    from lmpipe.contract import LazyExecutor
+
+    job = AugmentJob(llm=p.llm, augment=p.augment, seed=p.run.seed, prompts_dir=p.augment.prompts_dir)
+    llm_ex = LazyExecutor(p.run.executor.model_copy(update={"workers": p.augment.workers}))
+    try:
+        return augment(job, io.docs, io.out, io.rejected, llm_ex)
+    finally:
+        llm_ex.close()

@@ -1,0 +1,68 @@
+"""Stage ``pretrain``: packed tokens + tokenizer → a Hugging Face causal LM trained with Lightning.
+
+:func:`train_on_tokens` is the one assembly of a training run from token directories (index, vocab, special
+ids, mixture samplers, resume fingerprint); ``cpt`` calls it with the replayed and the new token dirs. A run
+resumes exactly from ``<ckpt>/latest.ckpt`` after a crash while params and data are unchanged, logs to
+DVCLive, and exports safetensors + config + tokenizer (``AutoModelForCausalLM.from_pretrained(out)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+from lmpipe.documents import sha256_file
+from lmpipe.mixture import INDEX, TokenIndex
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.executors import Executor
+
+
+def train_on_tokens(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    mixture: MixtureConfig,
+    token_dirs: list[str | Path],
+    tokenizer_dir: str | Path,
+    *,
+    seed: int,
+    ckpt_dir: str | Path,
+    log_dir: str | Path | None,
+    export_dir: str | Path | None,
+    fingerprint: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train on ``mixture`` over the token dirs (merged when several: replay reads them in place)."""
+    from lmpipe.training import mixture_samplers, train, vocab_and_special_ids
+
+    index = TokenIndex.merge([TokenIndex.load(d) for d in token_dirs]) if len(token_dirs) > 1 \
+        else TokenIndex.load(token_dirs[0])
+    vocab_size, special_ids = vocab_and_special_ids(index, tokenizer_dir)
+    run_id = {
+        "data": [sha256_file(Path(d) / INDEX) for d in token_dirs],
+        "mixture": mixture.model_dump(),
+        **(fingerprint or {}),
+    }
+    return train(
+        model_cfg,
+        train_cfg,
+        mixture_samplers(index, mixture, train_cfg.seq_len, seed),
+        vocab_size=vocab_size,
+        ckpt_dir=ckpt_dir,
+        log_dir=log_dir,
+        export_dir=export_dir,
+        tokenizer_dir=tokenizer_dir,
+        special_ids=special_ids,
+        seed=seed,
+        fingerprint=run_id,
+        progress=progress,
+    )
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    seed = p.train.seed if p.train.seed is not None else p.run.seed
+    return train_on_tokens(p.model, p.train, p.mixture, [io.tokens], io.tokenizer, seed=seed,
+                           ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)

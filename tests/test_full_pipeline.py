@@ -1,0 +1,91 @@
+"""The whole pipeline, every stage, through Prefect → DVC on a fresh workspace at the `tiny` profile.
+
+This is CI's proof that the stages chain (the committed reference run shows the default profile). It checks
+each stage's metrics against what the stage promises, the report, and that a rerun with nothing changed runs
+no stage.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmpipe.config import deep_merge
+from tests.conftest import ROOT, make_workspace
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+
+def sh(cmd, cwd, env=None, timeout=1500):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                        yaml.safe_load((ROOT / "profiles/tiny.yaml").read_text()))
+    root = make_workspace(tmp_path_factory.mktemp("pipeline"), params)
+    prefect = {"PREFECT_HOME": str(root / ".prefect"), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
+    out = sh([sys.executable, "-m", "flows.pipeline"], root, env=prefect)
+    return root, out, prefect
+
+
+def metrics(root: Path, stage: str) -> dict:
+    return json.loads((root / "metrics" / f"{stage}.json").read_text())
+
+
+def test_every_stage_ran_through_prefect_and_dvc(workspace):
+    root, out, _ = workspace
+    stages = list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    assert "Finished in state Completed" in out
+    for stage in stages:
+        assert f"Running stage '{stage}'" in out, stage
+        assert (root / "metrics" / f"{stage}.json").exists(), stage
+    assert "does not exist" not in sh(["dvc", "status"], root)
+
+
+def test_data_stages_conserve_documents(workspace):
+    root, _, _ = workspace
+    for stage in ("ingest", "score", "filter", "dedup"):
+        m = metrics(root, stage)
+        assert m["in"] == m["kept"] + m["rejected"] > 0, stage
+    assert metrics(root, "score")["in"] == metrics(root, "ingest")["kept"]
+    assert metrics(root, "filter")["in"] == metrics(root, "score")["kept"]
+    assert metrics(root, "dedup")["in"] == metrics(root, "filter")["kept"]
+    for stage in ("ingest", "filter", "dedup"):
+        assert metrics(root, stage)["gate"]["success"] is True
+
+
+def test_training_stages_follow_the_profile(workspace):
+    root, _, _ = workspace
+    pre, cpt = metrics(root, "pretrain"), metrics(root, "cpt")
+    assert pre["steps"] == 16 and cpt["steps"] == 8 and cpt["parent"] == "models/pretrain"
+    for model in ("pretrain", "cpt"):
+        assert (root / "models" / model / "config.json").exists()
+    assert metrics(root, "tune")["trials"] >= 2
+    assert metrics(root, "augment")["kept"] > 0
+
+
+def test_evaluation_and_report(workspace):
+    root, _, _ = workspace
+    ev = metrics(root, "evaluate")
+    assert ev["model_order"] == ["pretrain", "cpt"]
+    for m in ev["models"].values():
+        assert m["heldout"] and m["qa"]["questions"] == 12
+    assert "forgetting" in ev["models"]["cpt"]
+    html = (root / "reports" / "index.html").read_text()
+    assert "<html" in html and metrics(root, "report")["sections_missing"] == []
+
+
+def test_rerun_with_nothing_changed_runs_no_stage(workspace):
+    root, _, prefect = workspace
+    out = sh([sys.executable, "-m", "flows.pipeline"], root, env=prefect)
+    assert "Running stage" not in out and "Finished in state Completed" in out
