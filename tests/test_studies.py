@@ -24,7 +24,7 @@ def test_smoke_study_loads():
     assert s.control == "default" and s.seeds == [1, 2]
     o = s.overrides("tiny_lr", 2)
     assert (
-        o["train.lr"] == 1e-5 and o["train.seed"] == 2 and o["train.max_steps"] == 12
+        o["train.lr"] == 1e-5 and o["train.seed"] == 2 and o["train.max_steps"] == 16
     )  # profile + arm + seed
     assert s.exp_name("tiny_lr", 2) != s.exp_name("default", 2) != s.exp_name("default", 1)
 

@@ -1,7 +1,7 @@
 """Studies end to end on a throwaway copy of the project: real DVC experiments (queue + workers), real Prefect.
 
 The workspace's params.yaml is params.yaml + profiles/tiny.yaml with the data stages already run and
-committed, so each experiment only trains (12 steps of a 30k-parameter model); the study still passes the
+committed, so each experiment only trains (16 steps of a tiny model); the study still passes the
 whole tiny profile as ``-S`` overrides, which DVC finds unchanged.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmpipe.config import deep_merge, read_yaml_mapping
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -56,13 +57,9 @@ def ws(tmp_path_factory):
         )
     for f in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / f, root)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text()).items():
-        for k, v in values.items():
-            if isinstance(v, dict):
-                params[section][k].update(v)
-            else:
-                params[section][k] = v
+    params = deep_merge(
+        yaml.safe_load((ROOT / "params.yaml").read_text()), read_yaml_mapping(ROOT / "profiles/tiny.yaml")
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], root)
     sh(["dvc", "init", "-q"], root)
@@ -111,9 +108,9 @@ def test_study_runs_end_to_end(ws, prefect_env):
         sum(a) / 2 - sum(b) / 2
     )
     assert claim["verdict"] == ("holds" if ci.low > 0 else "contradicted" if ci.high < 0 else "inconclusive")
-    assert min(a) > max(b)  # 12 steps at lr 1e-5 barely move the loss
-    # the curves come from the experiments' commits: 12 logged steps per run
-    assert all(len(pts) == 12 for arm in r["curves"]["train_loss"].values() for pts in arm.values())
+    assert min(a) > max(b)  # 16 steps at lr 1e-5 barely move the loss
+    # the curves come from the experiments' commits: 16 logged steps per run
+    assert all(len(pts) == 16 for arm in r["curves"]["train_loss"].values() for pts in arm.values())
     page = (ws / "reports/studies/smoke.html").read_text()
     assert "data:image/png;base64," in page and "tiny_lr &gt; default" in page
 
