@@ -5,12 +5,11 @@ Tasks: validate (fails before anything runs) â†’ plan (what DVC already holds) â
 ``reports/studies/NAME.html``, linked as Prefect artifacts with the claims table. Prefect's result caching
 stays off: DVC's experiment store is the cache.
 
-    python -m flows.study smoke            # or: lmpipe study run smoke [--jobs N]
+    python -m flows.study smoke [--jobs N] [--mode queue|workspace] [--profile P]   # = lmpipe study run
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -25,26 +24,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Tasks pass the study's name, not its objects: each reloads the (validated) file, and the plan is DVC's state.
 @task(cache_policy=NO_CACHE)
-def validate(name: str, root: str) -> dict:
-    s = load_study(name, root)
+def validate(name: str, root: str, profile: str | None) -> dict:
+    s = load_study(name, root, profile)
     return {"arms": list(s.arms), "seeds": s.seeds, "target": s.target, "control": s.control}
 
 
 @task(cache_policy=NO_CACHE, task_run_name="experiments-{name}")
-def run_experiments(name: str, root: str, jobs: int | None, poll_s: float) -> dict:
+def run_experiments(
+    name: str, root: str, jobs: int | None, poll_s: float, mode: str | None, profile: str | None
+) -> dict:
     log = get_run_logger()
-    study, base = load_study(name, root), Path(root)
+    study, base = load_study(name, root, profile), Path(root)
     p = runner.plan(study, base)
     log.info("plan: %s", p.summary())
-    return runner.execute(study, base, p, jobs, poll_s, log=log.info).summary()
+    return runner.execute(study, base, p, jobs, poll_s, log=log.info, mode=mode).summary()
 
 
 @task(cache_policy=NO_CACHE)
-def analyse_and_write(name: str, root: str) -> dict:
-    study, base = load_study(name, root), Path(root)
+def analyse_and_write(name: str, root: str, profile: str | None) -> dict:
+    study, base = load_study(name, root, profile), Path(root)
     results = runner.analyse(study, base, runner.plan(study, base))
     js, page = report.write(results, base)
-    key = f"study-{study.name}".replace("_", "-")
+    key = f"study-{study.label}".replace("_", "-")
     rows = "\n".join(
         f"| {c['expect']} | {c['metric']} | {c['effect']} | {c['ci']} | **{c['verdict']}** |"
         for c in results["claims"]
@@ -67,13 +68,28 @@ def analyse_and_write(name: str, root: str) -> dict:
 
 
 @flow(name="lmpipe-study", log_prints=True)
-def study_flow(name: str, jobs: int | None = None, root: str | None = None, poll_s: float = 5.0) -> dict:
+def study_flow(
+    name: str,
+    jobs: int | None = None,
+    root: str | None = None,
+    poll_s: float = 5.0,
+    mode: str | None = None,
+    profile: str | None = None,
+) -> dict:
     """Run (or finish, or just re-analyse) study ``name``; returns the results JSON."""
     base = str(Path(root).resolve() if root else ROOT)
-    validate(name, base)  # fails before any experiment is queued
-    run_experiments(name, base, jobs, poll_s)
-    return analyse_and_write(name, base)
+    validate(name, base, profile)  # fails before any experiment is queued
+    run_experiments(name, base, jobs, poll_s, mode, profile)
+    return analyse_and_write(name, base, profile)
 
 
 if __name__ == "__main__":
-    study_flow(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run a study (studies/NAME.yaml) as DVC experiments.")
+    ap.add_argument("name")
+    ap.add_argument("--jobs", type=int, default=None, help="parallel DVC queue workers")
+    ap.add_argument("--mode", choices=["queue", "workspace"], default=None)
+    ap.add_argument("--profile", default=None, help="run at another profile ('none' = params.yaml)")
+    a = ap.parse_args()
+    study_flow(a.name, a.jobs, mode=a.mode, profile=a.profile)

@@ -133,7 +133,7 @@ def test_killed_study_resumes(ws, prefect_env):
     before = exps(ws)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **prefect_env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.study", "smoke", "1"],
+        [sys.executable, "-m", "flows.study", "smoke", "--jobs", "1"],
         cwd=ws,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -77,18 +77,20 @@ def study_validate(name: str = typer.Argument(..., help="studies/NAME.yaml, or a
 def study_run(
     name: str = typer.Argument(..., help="studies/NAME.yaml"),
     jobs: int = typer.Option(None, help="parallel DVC queue workers (default: the study's jobs)"),
+    mode: str = typer.Option(None, help="queue (temp workspaces, parallel) | workspace (serial, in place)"),
+    profile: str = typer.Option(None, help="run at another profile than the file's ('none' = params.yaml)"),
 ) -> None:
     """Run what is missing of a study as DVC experiments (Prefect flow), then write its results and page."""
     from lmpipe.studies.spec import StudyError, load_study
 
     try:
-        load_study(name)  # fail fast, before Prefect starts
+        load_study(name, ".", profile)  # fail fast, before Prefect starts
     except StudyError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None
     from flows.study import study_flow
 
-    r = study_flow(name, jobs, root=".")
+    r = study_flow(name, jobs, root=".", mode=mode, profile=profile)
     for c in r["claims"]:
         typer.echo(f"{c['expect']:<30} {c['metric']:<16} effect={c['effect']} ci={c['ci']} -> {c['verdict']}")
 

@@ -131,6 +131,20 @@ def queue(root: Path, name: str, target: str, overrides: dict[str, Any], copy: l
     dvc(root, *args, target)
 
 
+def run_in_workspace(root: Path, name: str, target: str, overrides: dict[str, Any]) -> None:
+    """One experiment in this workspace, in the foreground: stages an earlier experiment left up to date are
+    not rerun (what makes serial seeds cheap: only the stages a seed touches run again). params.yaml is put
+    back afterwards so the next experiment starts from the same base (its own copy is in the experiment)."""
+    import yaml
+
+    params = root / "params.yaml"
+    saved = params.read_text()
+    try:
+        dvc(root, "exp", "run", "--name", name, *set_args(overrides, yaml.safe_load(saved) or {}), target)
+    finally:
+        params.write_text(saved)
+
+
 def start_workers(root: Path, jobs: int) -> None:
     dvc(root, "queue", "start", "-j", str(jobs))
 

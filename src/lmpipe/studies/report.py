@@ -14,7 +14,7 @@ VERDICT_COLOUR = {"holds": "#1a7f37", "contradicted": "#cf222e", "inconclusive":
 
 
 def write(results: dict[str, Any], root: Path) -> tuple[Path, Path]:
-    name = results["study"]
+    name = results["label"]
     js = root / "studies" / "results" / f"{name}.json"
     page = root / "reports" / "studies" / f"{name}.html"
     for path, text in ((js, json.dumps(results, indent=1) + "\n"), (page, html(results))):

@@ -64,10 +64,18 @@ def execute(
     jobs: int | None = None,
     poll_s: float = 5.0,
     log: Callable[[str], None] = print,
+    mode: str | None = None,
 ) -> Plan:
-    """Queue the missing cells, start ``jobs`` DVC queue workers, and wait until no cell is queued or running."""
+    """Queue the missing cells, start ``jobs`` DVC queue workers, and wait until no cell is queued or running.
+    ``mode='workspace'`` runs them one by one in this workspace instead (arm by arm, so the seeds of an arm
+    reuse the upstream stages the previous one left up to date)."""
     to_queue = [*p.missing, *p.failed]
     ex.remove_failed(root, [p.names[c] for c in p.failed])
+    if (mode or study.mode) == "workspace":
+        for cell in sorted(to_queue, key=lambda c: (list(study.arms).index(c[0]), c[1])):
+            log(f"run {p.names[cell]} in the workspace")
+            ex.run_in_workspace(root, p.names[cell], study.target, study.overrides(*cell))
+        to_queue = []
     copy = ex.copy_paths(root, study.target) if to_queue else []
     for cell in to_queue:
         log(f"queue {p.names[cell]}")
@@ -201,6 +209,7 @@ def analyse(study: Study, root: Path, p: Plan) -> dict[str, Any]:
         }
     return {
         "study": study.name,
+        "label": study.label,
         "title": study.title,
         "description": study.description,
         "profile": study.profile,

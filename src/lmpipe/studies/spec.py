@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lmpipe.config import ConfigError, Params, _unwrap, parse_params
+from lmpipe.config import ConfigError, Params, _unwrap, parse_params, read_yaml_mapping
 
 NAME = r"^[a-z0-9][a-z0-9_-]*$"  # arm and study names end up in git ref names (DVC experiment names)
 Flat = dict[str, Any]
@@ -84,8 +84,14 @@ class Study(_Model):
     )
     target: str = Field(..., description="run every experiment up to this stage")
     seeds: list[int] = Field(..., min_length=1)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="overrides shared by every arm (after the profile)"
+    )
     seed_param: str = Field("train.seed", description="the param each seed sets")
     jobs: int = Field(1, ge=1, description="experiments run in parallel (dvc queue workers)")
+    mode: Literal["queue", "workspace"] = Field(
+        "queue", description="queue: temp workspaces, `jobs` in parallel; workspace: one by one in place"
+    )
     arms: dict[str, Arm] = Field(..., min_length=2)
     metrics: dict[str, Metric] = Field(..., min_length=1)
     curves: dict[str, Curve] = Field(default_factory=dict)
@@ -96,6 +102,7 @@ class Study(_Model):
 
     # filled by load_study, not read from the file
     name: str = ""
+    label: str = Field("", description="name of this run's results: NAME, or NAME.PROFILE at another profile")
     profile_params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("seeds")
@@ -142,8 +149,13 @@ class Study(_Model):
         return next(a for a, arm in self.arms.items() if arm.control)
 
     def overrides(self, arm: str, seed: int) -> Flat:
-        """Every param an experiment sets: profile, then the arm, then the seed (later wins)."""
-        return {**flatten(self.profile_params), **flatten(self.arms[arm].params), self.seed_param: seed}
+        """Every param an experiment sets: profile, study-wide params, the arm, the seed (later wins)."""
+        return {
+            **flatten(self.profile_params),
+            **flatten(self.params),
+            **flatten(self.arms[arm].params),
+            self.seed_param: seed,
+        }
 
     def exp_name(self, arm: str, seed: int) -> str:
         """Deterministic DVC experiment name; the hash changes when any override changes, so an edited arm
@@ -224,8 +236,9 @@ def _lookup(data: Any, keys: list[str]) -> tuple[bool, str]:
     return True, ""
 
 
-def load_study(name_or_path: str | Path, root: str | Path = ".") -> Study:
-    """Read and fully validate ``studies/NAME.yaml`` (or a path) against the project at ``root``."""
+def load_study(name_or_path: str | Path, root: str | Path = ".", profile: str | None = None) -> Study:
+    """Read and fully validate ``studies/NAME.yaml`` (or a path) against the project at ``root``; ``profile``
+    runs it at another profile than the file names ('none': params.yaml as is), with its own results."""
     root = Path(root)
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -244,6 +257,10 @@ def load_study(name_or_path: str | Path, root: str | Path = ".") -> Study:
             lines += [f"{where_in}: {m}" if where_in else m for m in msg.split("; ")]
         raise StudyError(f"{where} is invalid:\n  " + "\n  ".join(lines)) from None
     study.name = path.stem
+    study.label = study.name
+    if profile is not None and profile != study.profile:
+        study.profile = None if profile == "none" else profile
+        study.label = f"{study.name}.{profile}"
     problems: list[str] = []
     if not re.match(NAME, study.name):
         problems.append(f"<file name>: study names must match {NAME}, got {study.name!r}")
@@ -253,7 +270,7 @@ def load_study(name_or_path: str | Path, root: str | Path = ".") -> Study:
         if not ppath.exists():
             problems.append(f"profile: {ppath} not found")
         else:
-            study.profile_params = yaml.safe_load(ppath.read_text()) or {}
+            study.profile_params = read_yaml_mapping(ppath)
             problems += [
                 f"profile ({ppath}): {k}: {why}"
                 for k in flatten(study.profile_params)
@@ -261,6 +278,7 @@ def load_study(name_or_path: str | Path, root: str | Path = ".") -> Study:
             ]
     if why := check_key(study.seed_param):
         problems.append(f"seed_param: {study.seed_param}: {why}")
+    problems += [f"params.{k}: {why}" for k in flatten(study.params) if (why := check_key(k))]
     for arm, spec in study.arms.items():
         problems += [f"arms.{arm}.params.{k}: {why}" for k in flatten(spec.params) if (why := check_key(k))]
     if not problems:  # every arm's effective params must validate as a whole (types, ranges, cross-checks)
