@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ def dvc(root: Path, *args: str, check: bool = True) -> str:
 
 def code_fingerprint(root: Path) -> str:
     """Tree hashes of the committed code plus any uncommitted change to it (queued experiments carry both)."""
+    restore_params(root)  # a killed workspace experiment must not change the names
 
     def git(*a: str) -> str:
         return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
@@ -134,15 +136,38 @@ def queue(root: Path, name: str, target: str, overrides: dict[str, Any], copy: l
 def run_in_workspace(root: Path, name: str, target: str, overrides: dict[str, Any]) -> None:
     """One experiment in this workspace, in the foreground: stages an earlier experiment left up to date are
     not rerun (what makes serial seeds cheap: only the stages a seed touches run again). params.yaml is put
-    back afterwards so the next experiment starts from the same base (its own copy is in the experiment)."""
+    back afterwards so the next experiment starts from the same base (its own copy is in the experiment);
+    the saved copy also survives a kill, and the next run restores it first."""
     import yaml
 
     params = root / "params.yaml"
-    saved = params.read_text()
+    restore_params(root)
+    saved = _saved_params(root)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(params, saved)
     try:
-        dvc(root, "exp", "run", "--name", name, *set_args(overrides, yaml.safe_load(saved) or {}), target)
+        dvc(
+            root,
+            "exp",
+            "run",
+            "--name",
+            name,
+            *set_args(overrides, yaml.safe_load(params.read_text()) or {}),
+            target,
+        )
     finally:
-        params.write_text(saved)
+        restore_params(root)
+
+
+def _saved_params(root: Path) -> Path:
+    return root / ".dvc" / "tmp" / "studies" / "params.yaml"
+
+
+def restore_params(root: Path) -> None:
+    """Put back params.yaml as it was before a workspace experiment (a no-op when none was interrupted)."""
+    saved = _saved_params(root)
+    if saved.exists():
+        os.replace(saved, root / "params.yaml")
 
 
 def start_workers(root: Path, jobs: int) -> None:
