@@ -144,6 +144,8 @@ def run_in_workspace(root: Path, name: str, target: str, overrides: dict[str, An
     restore_params(root)
     saved = _saved_params(root)
     saved.parent.mkdir(parents=True, exist_ok=True)
+    branch = subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=root, capture_output=True, text=True)
+    (saved.parent / "HEAD").write_text(branch.stdout.strip())  # DVC detaches HEAD while it runs
     shutil.copy2(params, saved)
     try:
         dvc(
@@ -168,6 +170,17 @@ def restore_params(root: Path) -> None:
     saved = _saved_params(root)
     if saved.exists():
         os.replace(saved, root / "params.yaml")
+    head = saved.parent / "HEAD"
+    if head.exists():  # a killed `dvc exp run` leaves HEAD detached at the branch's commit: re-attach it
+        ref = head.read_text().strip()
+        git = ["git", "-C", str(root)]
+        detached = subprocess.run([*git, "symbolic-ref", "-q", "HEAD"], capture_output=True).returncode != 0
+        at = subprocess.run(
+            [*git, "rev-parse", "HEAD", ref or "HEAD"], capture_output=True, text=True
+        ).stdout.split()
+        if ref and detached and len(at) == 2 and at[0] == at[1]:
+            subprocess.run([*git, "symbolic-ref", "HEAD", ref], check=True)
+        head.unlink()
 
 
 def start_workers(root: Path, jobs: int) -> None:
