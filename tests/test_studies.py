@@ -133,3 +133,34 @@ def test_bootstrap_interval_is_within_range_and_reproducible():
     assert (
         b1.hi - b1.lo < t.hi - t.lo
     )  # the percentile bootstrap is narrower at small n (why t is the default)
+
+
+def _result(label, means, kinds):
+    return {
+        "study": "x",
+        "label": label,
+        "metrics": {m: {"kind": k} for m, k in kinds.items()},
+        "arms": {a: {"metrics": {m: {"mean": v} for m, v in ms.items()}} for a, ms in means.items()},
+    }
+
+
+def test_scale_transfer_decision_accuracy():
+    from lmpipe.studies.transfer import decision_accuracy
+
+    kinds = {"loss": "continuous", "acc": "accuracy"}
+    # 3 arms → 3 pairs. loss: small order a<b<c, large a<c<b → pairs (a,b) agree, (a,c) agree, (b,c) flip = 2/3
+    small = _result(
+        "x.small",
+        {"a": {"loss": 1.0, "acc": 0.3}, "b": {"loss": 2.0, "acc": 0.3}, "c": {"loss": 3.0, "acc": 0.5}},
+        kinds,
+    )
+    large = _result(
+        "x",
+        {"a": {"loss": 0.5, "acc": 0.2}, "b": {"loss": 1.5, "acc": 0.4}, "c": {"loss": 1.0, "acc": 0.6}},
+        kinds,
+    )
+    r = decision_accuracy(small, large)
+    assert r["metrics"]["loss"] == {"kind": "continuous", "pairs": 3, "accuracy": pytest.approx(2 / 3)}
+    # acc: (a,b) tie at the small scale → skipped; (a,c) agree; (b,c) agree → 2/2
+    assert r["metrics"]["acc"] == {"kind": "accuracy", "pairs": 2, "accuracy": 1.0}
+    assert r["by_kind"]["continuous"]["accuracy"] == pytest.approx(2 / 3)

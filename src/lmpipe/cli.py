@@ -95,6 +95,20 @@ def study_run(
         typer.echo(f"{c['expect']:<30} {c['metric']:<16} effect={c['effect']} ci={c['ci']} -> {c['verdict']}")
 
 
+@study_app.command("transfer")
+def study_transfer(
+    name: str = typer.Argument(..., help="studies/NAME.yaml, already run at both profiles"),
+    small: str = typer.Option(..., help="the small profile (results NAME.SMALL.json)"),
+    large: str = typer.Option(None, help="the large profile (default: the file's own, results NAME.json)"),
+) -> None:
+    """Pairwise decision accuracy of the arm ranking between two profiles, per metric and metric kind."""
+    from pathlib import Path
+
+    from lmpipe.studies.transfer import write_transfer
+
+    typer.echo(Path(write_transfer(Path("."), name, small, large)).read_text())
+
+
 @app.command("serve-llm")
 def serve_llm(
     params: str = typer.Option("params.yaml", help="params file (section llm: model, threads, batch_size)"),
