@@ -117,11 +117,9 @@ def test_study_runs_end_to_end(ws, prefect_env):
 
 def test_rerun_starts_no_experiment(ws, prefect_env):
     before, tasks = exps(ws), queue_tasks(ws)
-    t = time.perf_counter()
     out = sh([str(BIN / "lmpipe"), "study", "run", "smoke"], ws, env=prefect_env)
     assert "tiny_lr > default" in out
     assert exps(ws) == before and queue_tasks(ws) == tasks
-    assert time.perf_counter() - t < 120
 
 
 def test_killed_study_resumes(ws, prefect_env):

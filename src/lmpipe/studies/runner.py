@@ -70,17 +70,18 @@ def execute(
     ``mode='workspace'`` runs them one by one in this workspace instead (arm by arm, so the seeds of an arm
     reuse the upstream stages the previous one left up to date)."""
     to_queue = [*p.missing, *p.failed]
+    if not to_queue and not p.pending:
+        return p  # nothing to run: a finished study is only re-analysed
     ex.remove_failed(root, [p.names[c] for c in p.failed])
     if (mode or study.mode) == "workspace":
         for cell in sorted(to_queue, key=lambda c: (list(study.arms).index(c[0]), c[1])):
             log(f"run {p.names[cell]} in the workspace")
             ex.run_in_workspace(root, p.names[cell], study.target, study.overrides(*cell))
-        to_queue = []
-    copy = ex.copy_paths(root, study.target) if to_queue else []
-    for cell in to_queue:
-        log(f"queue {p.names[cell]}")
-        ex.queue(root, p.names[cell], study.target, study.overrides(*cell), copy)
-    if to_queue or p.pending:
+    else:
+        copy = ex.copy_paths(root, study.target) if to_queue else []
+        for cell in to_queue:
+            log(f"queue {p.names[cell]}")
+            ex.queue(root, p.names[cell], study.target, study.overrides(*cell), copy)
         ex.start_workers(root, jobs or study.jobs)
     while True:
         now = plan(study, root)
