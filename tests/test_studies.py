@@ -164,3 +164,42 @@ def test_scale_transfer_decision_accuracy():
     # acc: (a,b) tie at the small scale → skipped; (a,c) agree; (b,c) agree → 2/2
     assert r["metrics"]["acc"] == {"kind": "accuracy", "pairs": 2, "accuracy": 1.0}
     assert r["by_kind"]["continuous"]["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_set_args_round_trip_through_dvc(tmp_path):
+    """The -S strings the runner passes, applied by DVC's own Hydra override code, give the intended params:
+    types kept (a string '1234' stays a string), keys params.yaml lacks added, lists and nulls as values."""
+    from dvc.utils.hydra import apply_overrides
+
+    from lmpipe.studies.experiments import set_args
+    from lmpipe.studies.spec import set_dotted
+
+    base = {
+        "train": {"lr": 0.003, "seed": None, "schedule": {"kind": "cosine"}},
+        "mixture": {"weights": {"prose": 0.3}},
+        "name": "x",
+    }
+    overrides = {
+        "train.lr": 1e-5,
+        "train.seed": 7,
+        "train.schedule.kind": "wsd",
+        "mixture.weights.web": 0.2,
+        "evaluate.old_domains": ["prose", "code"],
+        "name": "1234",
+        "train.betas": [0.9, 0.95],
+        "filter.select.default.c4": None,
+        "dedup.exact": False,
+        "llm.base_url": "http://h:1/v1?a='b'",
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(base))
+    args = set_args(overrides, base)
+    apply_overrides(path, [a for a in args if a != "-S"])
+    expected = yaml.safe_load(yaml.safe_dump(base))
+    for k, v in overrides.items():
+        set_dotted(expected, k, v)
+    # read as DVC reads it (YAML 1.2: ruamel writes 1e-05, which PyYAML's YAML 1.1 would take for a string;
+    # the stages still get a float because the typed Params coerce it)
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").load(path.read_text()) == expected

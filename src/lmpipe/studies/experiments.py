@@ -75,8 +75,12 @@ def hydra_value(v: Any) -> str:
         return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int | float):
+    if isinstance(v, int):
         return repr(v)
+    if isinstance(v, float):
+        text = repr(v)  # Hydra reads '1e-05' as a string: its floats need a '.' before the exponent
+        mantissa, e, exp = text.partition("e")
+        return f"{mantissa}.0e{exp}" if e and "." not in mantissa else text
     if isinstance(v, str):
         return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if isinstance(v, list | tuple):
