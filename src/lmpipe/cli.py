@@ -95,6 +95,23 @@ def study_run(
         typer.echo(f"{c['expect']:<30} {c['metric']:<16} effect={c['effect']} ci={c['ci']} -> {c['verdict']}")
 
 
+@study_app.command("report")
+def study_report(
+    name: str = typer.Argument(..., help="studies/NAME.yaml"),
+    profile: str = typer.Option(None, help="the profile it ran at, if not the file's ('none' = params.yaml)"),
+) -> None:
+    """Analyse what DVC holds of a study without running anything (unfinished cells are listed as missing)."""
+    from pathlib import Path
+
+    from lmpipe.studies import report, runner
+    from lmpipe.studies.spec import load_study
+
+    study = load_study(name, ".", profile)
+    results = runner.analyse(study, Path("."), runner.plan(study, Path(".")))
+    for path in report.write(results, Path(".")):
+        typer.echo(path)
+
+
 @study_app.command("transfer")
 def study_transfer(
     name: str = typer.Argument(..., help="studies/NAME.yaml, already run at both profiles"),
