@@ -117,6 +117,19 @@ def html(r: dict[str, Any]) -> str:
         f"<code>{escape(json.dumps(x['params']))}</code></li>"
         for a, x in r["arms"].items()
     )
+    counts = {v: sum(c["verdict"] == v for c in r["claims"]) for v in VERDICT_COLOUR}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    failed = [c for c in r["claims"] if c["verdict"] != "holds"]
+    summary_html = (
+        f"<p><b>Claims: {summary or 'none'}.</b>"
+        + (
+            " Not every expected ordering reproduced at this scale: see the table and notes."
+            if failed
+            else ""
+        )
+        + "</p>"
+        + (f"<p><b>Notes:</b> {escape(r.get('notes') or '')}</p>" if r.get("notes") else "")
+    )
     missing = (
         f"<p class=warn>Missing experiments (not finished): {escape(', '.join(r['missing']))}</p>"
         if r["missing"]
@@ -132,7 +145,7 @@ vertical-align:top}}th{{background:#f4f4f4}}.warn{{color:#cf222e}}small{{color:#
 seeds {escape(str(r["seeds"]))} (set as <code>{escape(r["seed_param"])}</code>); every (arm, seed) is one DVC experiment.
 Intervals: {escape(r["interval"])}. A claim <em>holds</em> when its interval excludes zero in the expected
 direction, is <em>contradicted</em> when it excludes zero the other way, and is <em>inconclusive</em> when it spans zero.</p>
-{missing}<h2>Arms</h2><ul>{arms}</ul>
+{summary_html}{missing}<h2>Arms</h2><ul>{arms}</ul>
 <h2>Claims</h2><table><tr><th>claim</th><th>metric</th><th>expected</th><th>effect (paired Δ)</th>
 <th>95 % CI</th><th>d<sub>z</sub></th><th>seeds</th><th>verdict</th></tr>{claims}</table>
 <h2>Metrics</h2>{"".join(sections)}

@@ -213,6 +213,7 @@ def analyse(study: Study, root: Path, p: Plan) -> dict[str, Any]:
         "label": study.label,
         "title": study.title,
         "description": study.description,
+        "notes": study.notes,
         "profile": study.profile,
         "target": study.target,
         "seeds": study.seeds,

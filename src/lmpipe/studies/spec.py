@@ -79,6 +79,7 @@ class Claim(_Model):
 class Study(_Model):
     title: str
     description: str = ""
+    notes: str = Field("", description="what was tried when a claim did not reproduce (scale, data, seeds)")
     profile: str | None = Field(
         None, description="profiles/<name>.yaml: overrides applied on top of params.yaml"
     )
