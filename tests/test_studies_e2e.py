@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
-def sh(cmd, cwd, env=None, timeout=900):
+def sh(cmd, cwd, env=None, timeout=2400):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
@@ -139,7 +139,7 @@ def test_killed_study_resumes(ws, prefect_env):
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 600
+        deadline = time.time() + 1800
         while time.time() < deadline:
             new = {n: v for n, v in exps(ws).items() if n not in before}
             if any(s == "success" for _, s in new.values()):
