@@ -9,6 +9,7 @@ Results (params, metrics, curves) are read back from the experiments' commits, n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -117,7 +118,7 @@ def copy_paths(root: Path, target: str) -> list[str]:
     them, so without a copy a temporary workspace would see them missing and rerun stages that are done."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(".") as repo:  # DVC resolves a stage name against the cwd
         outs = {
             o.def_path
             for st in repo.stage.collect(target, with_deps=True)

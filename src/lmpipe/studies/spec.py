@@ -8,6 +8,7 @@ inside the study file (``studies/a.yaml: arms.raw.params.dedup.exactt: unknown k
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -223,7 +224,7 @@ def metric_files(root: Path, target: str) -> dict[str, str]:
     """Metrics files declared by ``target`` and every stage upstream of it (DVC's own graph): path → stage."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(".") as repo:  # DVC resolves a stage name against the cwd
         stages = repo.stage.collect(target, with_deps=True)
         return {out.def_path: st.name for st in stages for out in st.outs if out.metric}
 
