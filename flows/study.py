@@ -45,7 +45,7 @@ def analyse_and_write(name: str, root: str, profile: str | None) -> dict:
     study, base = load_study(name, root, profile), Path(root)
     results = runner.analyse(study, base, runner.plan(study, base))
     js, page = report.write(results, base)
-    key = f"study-{study.label}".replace("_", "-")
+    key = f"study-{study.label}".replace("_", "-").replace(".", "-")  # Prefect keys: a-z, 0-9, dashes
     rows = "\n".join(
         f"| {c['expect']} | {c['metric']} | {c['effect']} | {c['ci']} | **{c['verdict']}** |"
         for c in results["claims"]
