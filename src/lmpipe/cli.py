@@ -12,6 +12,9 @@ from lmpipe.config import ConfigError, load_params
 app = typer.Typer(help="lmpipe: raw text → evaluated language model, as one reproducible pipeline.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+study_app = typer.Typer(help="Controlled comparisons: studies/NAME.yaml, arms x seeds as DVC experiments.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
 
 
 @config_app.command("validate")
@@ -55,6 +58,72 @@ def run(
     import subprocess
 
     raise typer.Exit(subprocess.call([sys.executable, "-m", "flows.pipeline", *(targets or [])]))
+
+
+@study_app.command("validate")
+def study_validate(name: str = typer.Argument(..., help="studies/NAME.yaml, or a path")) -> None:
+    """Check a study file (arm keys, metrics, claims) without running anything."""
+    from lmpipe.studies.spec import StudyError, load_study
+
+    try:
+        s = load_study(name)
+    except StudyError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{s.name}: ok ({len(s.arms)} arms x {len(s.seeds)} seeds up to {s.target!r})")
+
+
+@study_app.command("run")
+def study_run(
+    name: str = typer.Argument(..., help="studies/NAME.yaml"),
+    jobs: int = typer.Option(None, help="parallel DVC queue workers (default: the study's jobs)"),
+    mode: str = typer.Option(None, help="queue (temp workspaces, parallel) | workspace (serial, in place)"),
+    profile: str = typer.Option(None, help="run at another profile than the file's ('none' = params.yaml)"),
+) -> None:
+    """Run what is missing of a study as DVC experiments (Prefect flow), then write its results and page."""
+    from lmpipe.studies.spec import StudyError, load_study
+
+    try:
+        load_study(name, ".", profile)  # fail fast, before Prefect starts
+    except StudyError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    from flows.study import study_flow
+
+    r = study_flow(name, jobs, root=".", mode=mode, profile=profile)
+    for c in r["claims"]:
+        typer.echo(f"{c['expect']:<30} {c['metric']:<16} effect={c['effect']} ci={c['ci']} -> {c['verdict']}")
+
+
+@study_app.command("report")
+def study_report(
+    name: str = typer.Argument(..., help="studies/NAME.yaml"),
+    profile: str = typer.Option(None, help="the profile it ran at, if not the file's ('none' = params.yaml)"),
+) -> None:
+    """Analyse what DVC holds of a study without running anything (unfinished cells are listed as missing)."""
+    from pathlib import Path
+
+    from lmpipe.studies import report, runner
+    from lmpipe.studies.spec import load_study
+
+    study = load_study(name, ".", profile)
+    results = runner.analyse(study, Path("."), runner.plan(study, Path(".")))
+    for path in report.write(results, Path(".")):
+        typer.echo(path)
+
+
+@study_app.command("transfer")
+def study_transfer(
+    name: str = typer.Argument(..., help="studies/NAME.yaml, already run at both profiles"),
+    small: str = typer.Option(..., help="the small profile (results NAME.SMALL.json)"),
+    large: str = typer.Option(None, help="the large profile (default: the file's own, results NAME.json)"),
+) -> None:
+    """Pairwise decision accuracy of the arm ranking between two profiles, per metric and metric kind."""
+    from pathlib import Path
+
+    from lmpipe.studies.transfer import write_transfer
+
+    typer.echo(Path(write_transfer(Path("."), name, small, large)).read_text())
 
 
 @app.command("serve-llm")
