@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench._common import require_shared, stat, table, write_result  # noqa: E402
+from _common import require_shared, stat, table, write_result  # noqa: E402
+
 from lmpipe.posttrain.config import InstructSource, PosttrainConfig  # noqa: E402
 from lmpipe.posttrain.data import Pair, read_source  # noqa: E402
 from lmpipe.tiny import build_tiny_model  # noqa: E402

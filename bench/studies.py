@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench._common import write_result  # noqa: E402
+from _common import rate, table, write_result  # noqa: E402
+
 from lmpipe.config import deep_merge, read_yaml_mapping  # noqa: E402
 from lmpipe.studies import experiments as ex  # noqa: E402
 from lmpipe.studies import runner  # noqa: E402
@@ -128,31 +129,32 @@ def main() -> None:
                 )
         finally:
             subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=root, capture_output=True)
-    summary = {}
-    for mode, ts in times.items():
-        med = statistics.median(ts)
-        summary[mode] = {
-            "seconds": [round(x, 1) for x in ts],
-            "median_s": round(med, 1),
-            "spread_s": [round(min(ts), 1), round(max(ts), 1)],
-            "experiments_per_hour": round(a.exps * 3600 / med, 1),
-        }
-    bare_per_exp = summary["bare"]["median_s"] / a.exps
-    write_result(
-        "studies",
-        {
-            "input": f"tiny profile up to pretrain, {a.exps} experiments per run, {a.repeats} repeats, "
-            f"{os.cpu_count()} cores (shared)",
-            "modes": summary,
-            "speedup_jobs_vs_one": round(
-                summary["runner_1"]["median_s"] / summary[f"runner_{a.jobs}"]["median_s"], 2
-            ),
-            "runner_overhead_per_experiment_s": round(
-                summary["runner_1"]["median_s"] / a.exps - bare_per_exp, 1
-            ),
-            "bare_seconds_per_experiment": round(bare_per_exp, 1),
+    write_result("studies", **result(times, a.exps, a.jobs, a.repeats))
+
+
+def result(times: dict[str, list[float]], exps: int, jobs: int, repeats: int) -> dict:
+    """The shared JSON form: experiments per hour per mode, each a stat over the repeats."""
+    rows = {
+        "study runner, 1 worker": {"experiments_per_hour": rate(exps * 3600, times["runner_1"])},
+        f"study runner, {jobs} workers": {"experiments_per_hour": rate(exps * 3600, times[f"runner_{jobs}"])},
+        "bare dvc exp run --temp": {"experiments_per_hour": rate(exps * 3600, times["bare"])},
+    }
+    bare = statistics.median(times["bare"]) / exps
+    return {
+        "input": {"profile": "tiny", "target": "pretrain", "experiments_per_run": exps,
+                  "cores": os.cpu_count()},
+        "tables": [table("experiments per hour (tiny profile up to pretrain)", "experiments_per_hour", rows,
+                         ours=["study runner, 1 worker", f"study runner, {jobs} workers"],
+                         peers=["bare dvc exp run --temp"])],
+        "checks": {
+            "speedup_jobs_vs_one": round(statistics.median(times["runner_1"])
+                                         / statistics.median(times[f"runner_{jobs}"]), 2),
+            "runner_overhead_per_experiment_s": round(statistics.median(times["runner_1"]) / exps - bare, 1),
         },
-    )
+        "notes": ["the runner adds queue and worker start-up, `dvc exp show -A` polling and the analysis "
+                  "per experiment; bare DVC runs one experiment per command"],
+        "repeats": repeats,
+    }
 
 
 if __name__ == "__main__":

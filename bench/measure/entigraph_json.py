@@ -8,7 +8,8 @@ mode: the fraction of replies that parse as JSON as they stand (``strict_json_fr
 of documents whose entities came from the model (``from_model_fraction``: parsed, >= 2 entities found
 verbatim in the document), the rest falling back to the heuristic extractor.
 
-Writes ``bench/results/entigraph_json.json``. Usage: ``python bench/entigraph_json.py [--docs 8 --seeds 2]``.
+Writes ``bench/measure/entigraph_json.json``. Usage: ``python -m bench.measure.entigraph_json [--docs 8 --seeds 2]``.
+A measurement with no peer to compare with, so it is not one of the ``bench/*.py`` comparisons.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import random
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 
-from bench._common import ROOT, write_result
+from bench._common import ROOT, machine
 from lmpipe.config import load_params
 from lmpipe.demo.world import article, make_world
 from lmpipe.documents import Document
@@ -95,8 +97,7 @@ def main() -> None:
         print(
             mode, rows[mode]["strict_json_fraction"], rows[mode]["from_model_fraction"], per_seed, flush=True
         )
-    write_result(
-        "entigraph_json",
+    write_json(
         {
             "model": backend.model_id,
             "docs": args.docs,
@@ -106,6 +107,12 @@ def main() -> None:
             "modes": rows,
         },
     )
+
+
+def write_json(result: dict) -> None:
+    out = Path(__file__).with_suffix(".json")
+    out.write_text(json.dumps({"benchmark": "entigraph_json", "machine": machine(), **result}, indent=1) + "\n")
+    print(out)
 
 
 if __name__ == "__main__":
