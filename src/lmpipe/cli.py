@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 import yaml
 
 from lmpipe.config import ConfigError, load_params
 
-app = typer.Typer(help="lmpipe: raw text → evaluated language model, as one reproducible pipeline.", no_args_is_help=True)
+app = typer.Typer(
+    help="lmpipe: raw text → evaluated language model, as one reproducible pipeline.", no_args_is_help=True
+)
 config_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-study_app = typer.Typer(help="Controlled comparisons: studies/NAME.yaml, arms x seeds as DVC experiments.",
-                        no_args_is_help=True)
+study_app = typer.Typer(
+    help="Controlled comparisons: studies/NAME.yaml, arms x seeds as DVC experiments.", no_args_is_help=True
+)
 app.add_typer(study_app, name="study")
 
 
@@ -88,6 +92,9 @@ def study_run(
     except StudyError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from None
+    # flows/ belongs to the project checkout, not the installed library: import it from the project root
+    # (the console script's sys.path starts at the venv's bin/, not the working directory)
+    sys.path.insert(0, str(Path.cwd()))
     from flows.study import study_flow
 
     r = study_flow(name, jobs, root=".", mode=mode, profile=profile)
@@ -101,8 +108,6 @@ def study_report(
     profile: str = typer.Option(None, help="the profile it ran at, if not the file's ('none' = params.yaml)"),
 ) -> None:
     """Analyse what DVC holds of a study without running anything (unfinished cells are listed as missing)."""
-    from pathlib import Path
-
     from lmpipe.studies import report, runner
     from lmpipe.studies.spec import load_study
 
@@ -119,8 +124,6 @@ def study_transfer(
     large: str = typer.Option(None, help="the large profile (default: the file's own, results NAME.json)"),
 ) -> None:
     """Pairwise decision accuracy of the arm ranking between two profiles, per metric and metric kind."""
-    from pathlib import Path
-
     from lmpipe.studies.transfer import write_transfer
 
     typer.echo(Path(write_transfer(Path("."), name, small, large)).read_text())
@@ -129,7 +132,9 @@ def study_transfer(
 @app.command("serve-llm")
 def serve_llm(
     params: str = typer.Option("params.yaml", help="params file (section llm: model, threads, batch_size)"),
-    model: str = typer.Option(None, help="override llm.model: 'smollm2', a local HF model dir or a .gguf file"),
+    model: str = typer.Option(
+        None, help="override llm.model: 'smollm2', a local HF model dir or a .gguf file"
+    ),
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="port (0 = any free port, printed at start)"),
     threads: int = typer.Option(None, help="override llm.threads"),
@@ -146,8 +151,10 @@ def serve_llm(
     cfg = load_params(params).llm if params else None  # --params '' serves a model without a params file
     spec = model or (cfg.model if cfg else "smollm2")
     backend = EmbeddedBackend(
-        spec, cfg.gguf_file if cfg and not model else None,
-        threads or (cfg.threads if cfg else 1), batch_size or (cfg.batch_size if cfg else 8),
+        spec,
+        cfg.gguf_file if cfg and not model else None,
+        threads or (cfg.threads if cfg else 1),
+        batch_size or (cfg.batch_size if cfg else 8),
     )
     if port == 0:
         with socket.socket() as s:
