@@ -48,8 +48,8 @@ def sft_round(model_dir: Path, chats, post: PosttrainConfig, work: Path, steps: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from lmpipe.posttrain.sft import load_model, make_trainer, tokenize_chats
-    from lmpipe.posttrain.trainer import trainer_args
+    from lmpipe.posttrain.sft import make_trainer, tokenize_chats
+    from lmpipe.posttrain.trainer import load_model, trainer_args
 
     out = {}
     for side in ("ours", "trl"):
@@ -194,7 +194,8 @@ def main() -> None:
             heads=4,
             context=256,  # no chat template, like our pipeline tokenizer
         )
-        from lmpipe.posttrain.sft import load_model, tokenize_chats
+        from lmpipe.posttrain.sft import tokenize_chats
+        from lmpipe.posttrain.trainer import load_model
 
         model, tok, _ = load_model(
             model_dir

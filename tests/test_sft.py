@@ -55,7 +55,8 @@ def _setup(tmp_path: Path, chats: list[dict], **sft) -> tuple[PosttrainConfig, P
 
 
 def _trainer(post: PosttrainConfig, model_dir: Path, out: Path, packing: bool, batch: int):
-    from lmpipe.posttrain.sft import load_model, make_trainer, prepare
+    from lmpipe.posttrain.sft import make_trainer, prepare
+    from lmpipe.posttrain.trainer import load_model
 
     torch.manual_seed(0)
     model, tok, _ = load_model(model_dir)
