@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -95,11 +94,21 @@ def test_residual_stage_matches_hand_computed_weights(tmp_path):
     tiny = build_tiny_model(tmp_path / "tiny", vocab_size=300)
     dirs = {k: _constant(tiny, tmp_path / k, v) for k, v in (("cpt", 1.0), ("inst", 0.75), ("pre", 0.25))}
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({
-        "ingest": {"sources": [{"uri": "x", "domain": "x"}]},
-        "posttrain": {"residual": {"target": str(dirs["cpt"]), "instruct": str(dirs["inst"]),
-                                   "base": str(dirs["pre"]), "scale": 0.5}},
-    }))
+    params.write_text(
+        json.dumps(
+            {
+                "ingest": {"sources": [{"uri": "x", "domain": "x"}]},
+                "posttrain": {
+                    "residual": {
+                        "target": str(dirs["cpt"]),
+                        "instruct": str(dirs["inst"]),
+                        "base": str(dirs["pre"]),
+                        "scale": 0.5,
+                    }
+                },
+            }
+        )
+    )
     cmd = stage_cmd("residual", params, tmp_path / "m.json", out=tmp_path / "out")
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
