@@ -96,12 +96,15 @@ def trainer_args(cls: type, loop: TrainLoopConfig, ckpt_dir: str | Path, seed: i
     )
 
 
-def export(model: Any, tok: Any, out_dir: str | Path) -> None:
+def export(model: Any, tok: Any, out_dir: str | Path, extra: dict[str, str] | None = None) -> None:
+    """Model + tokenizer (+ ``extra`` text files) to ``out_dir``, complete or absent (written aside, renamed)."""
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    for name, text in (extra or {}).items():
+        (tmp / name).write_text(text)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
