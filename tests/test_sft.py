@@ -12,8 +12,6 @@ from lmpipe.posttrain.config import PosttrainConfig
 from lmpipe.tiny import build_tiny_model
 from tests.killresume import curve, train_killed_and_straight
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _chats(n: int = 6) -> list[dict]:
     out = []
