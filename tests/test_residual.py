@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -131,3 +132,29 @@ def test_residual_refuses_other_shapes_with_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an HF model directory"):
         add_residual(base, tmp_path / "nowhere", base, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_sft_base_is_in_the_graph_only_while_the_residual_uses_it(tmp_path):
+    """posttrain.residual.instruct names the instruct model; another dir than models/sft_base drops that stage."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def stages() -> list[str]:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        out = subprocess.run(
+            [sys.executable, "-m", "stages.registry"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return [line.split()[0] for line in out.stdout.splitlines()]
+
+    assert {"sft_base", "residual"} <= set(stages())
+    params["posttrain"]["residual"].update(instruct="models/smollm2-instruct", base="models/smollm2-base")
+    got = stages()
+    assert "residual" in got and "sft_base" not in got
