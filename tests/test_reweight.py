@@ -34,9 +34,16 @@ def write_tokens(root: Path, streams: dict[str, dict[str, np.ndarray]]) -> Path:
             rel = f"{split}/{d}/000.bin"
             (root / split / d).mkdir(parents=True)
             ids.astype(np.uint16).tofile(root / rel)
-            splits.setdefault(split, {})[d] = {"tokens": len(ids), "docs": 1, "files": [{"path": rel, "tokens": len(ids)}]}
-    (root / "index.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": VOCAB, "eos_id": 0,
-                                                 "tokenizer": "none", "splits": splits}))
+            splits.setdefault(split, {})[d] = {
+                "tokens": len(ids),
+                "docs": 1,
+                "files": [{"path": rel, "tokens": len(ids)}],
+            }
+    (root / "index.json").write_text(
+        json.dumps(
+            {"dtype": "uint16", "vocab_size": VOCAB, "eos_id": 0, "tokenizer": "none", "splits": splits}
+        )
+    )
     return root
 
 
@@ -46,10 +53,13 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cannot fall below ln(64) whatever the model does."""
     rng = np.random.default_rng(0)
     cycle = lambda n: np.tile(np.arange(1, 9), n // 8)  # noqa: E731
-    return write_tokens(tmp_path_factory.mktemp("planted"), {
-        "train": {"easy": cycle(8000), "noise": rng.integers(1, VOCAB, 8000)},
-        "val": {"easy": cycle(800), "noise": rng.integers(1, VOCAB, 800)},
-    })
+    return write_tokens(
+        tmp_path_factory.mktemp("planted"),
+        {
+            "train": {"easy": cycle(8000), "noise": rng.integers(1, VOCAB, 8000)},
+            "val": {"easy": cycle(800), "noise": rng.integers(1, VOCAB, 800)},
+        },
+    )
 
 
 def test_eg_step_by_hand() -> None:
@@ -130,8 +140,12 @@ RUN = textwrap.dedent("""
 
 
 def run_cmd(tokens: Path, out: Path, steps: int, sleep: float = 0.0) -> list[str]:
-    return [sys.executable, "-c", RUN, json.dumps({"tokens": str(tokens), "out": str(out), "steps": steps,
-                                                   "sleep": sleep})]
+    return [
+        sys.executable,
+        "-c",
+        RUN,
+        json.dumps({"tokens": str(tokens), "out": str(out), "steps": steps, "sleep": sleep}),
+    ]
 
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -146,8 +160,9 @@ def tsv(run: Path, name: str) -> list[str]:
 
 
 def test_reweighting_raises_the_domain_whose_loss_stays_high(planted: Path, tmp_path: Path) -> None:
-    done = subprocess.run(run_cmd(planted, tmp_path / "r", 15), env=ENV, capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        run_cmd(planted, tmp_path / "r", 15), env=ENV, capture_output=True, text=True, timeout=120, check=True
+    )
     stats = stats_of(done)
     hist = stats["history"]
     assert [h["step"] for h in hist] == [0, 3, 6, 9, 12]
@@ -169,11 +184,20 @@ def test_reweighting_raises_the_domain_whose_loss_stays_high(planted: Path, tmp_
 
 
 def test_kill_9_and_resume_is_bit_identical(planted: Path, tmp_path: Path) -> None:
-    full = stats_of(subprocess.run(run_cmd(planted, tmp_path / "full", 20), env=ENV, capture_output=True,
-                                   text=True, timeout=120, check=True))
+    full = stats_of(
+        subprocess.run(
+            run_cmd(planted, tmp_path / "full", 20),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    )
     crash = tmp_path / "crash"
-    proc = subprocess.Popen(run_cmd(planted, crash, 20, sleep=0.3), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        run_cmd(planted, crash, 20, sleep=0.3), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = crash / "ckpt" / "latest.ckpt"
     deadline = time.monotonic() + 90
     while proc.poll() is None and time.monotonic() < deadline:
@@ -184,8 +208,11 @@ def test_kill_9_and_resume_is_bit_identical(planted: Path, tmp_path: Path) -> No
     assert proc.wait() == -signal.SIGKILL
     killed_at = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < killed_at < 20
-    resumed = stats_of(subprocess.run(run_cmd(planted, crash, 20), env=ENV, capture_output=True, text=True,
-                                      timeout=120, check=True))
+    resumed = stats_of(
+        subprocess.run(
+            run_cmd(planted, crash, 20), env=ENV, capture_output=True, text=True, timeout=120, check=True
+        )
+    )
     assert resumed["resumed_from_step"] == killed_at
     assert resumed["history"] == full["history"]  # weights and losses, bit for bit
     assert resumed["epochs_consumed"] == full["epochs_consumed"]  # the same windows drawn

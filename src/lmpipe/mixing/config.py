@@ -19,10 +19,13 @@ class ReweightConfig(Section):
     step_size: float = Field(1.0, gt=0, description="eta of the exponentiated-gradient step")
     smoothing: float = Field(1e-3, ge=0, lt=1, description="c: weights = (1 - c) * updated + c * uniform")
     reference: dict[str, float] = Field(
-        default_factory=dict, description="per-domain reference loss (nats/token); absent domains: 0")
+        default_factory=dict, description="per-domain reference loss (nats/token); absent domains: 0"
+    )
     reference_model: str | None = Field(
-        None, description="HF model dir whose losses on the same batches are the reference (DoReMi); "
-        "overrides `reference`")
+        None,
+        description="HF model dir whose losses on the same batches are the reference (DoReMi); "
+        "overrides `reference`",
+    )
     batches: int = Field(2, ge=1, description="fixed held-out batches per domain per update")
     split: Literal["val", "train"] = Field("val", description="token split the per-domain batches come from")
 
@@ -33,12 +36,21 @@ class CmrConfig(Section):
     ratio for the ``cpt`` stage's token budget, written to ``data/cmr/replay.yaml`` (used when
     ``cpt.replay_from_cmr`` is set)."""
 
-    ratios: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.6], min_length=2,
-                                description="replay ratios r (share of old-domain windows) in (0, 1)")
-    steps: list[int] = Field(default_factory=lambda: [8, 24], min_length=2, description="CPT steps per grid run")
+    ratios: list[float] = Field(
+        default_factory=lambda: [0.1, 0.3, 0.6],
+        min_length=2,
+        description="replay ratios r (share of old-domain windows) in (0, 1)",
+    )
+    steps: list[int] = Field(
+        default_factory=lambda: [8, 24], min_length=2, description="CPT steps per grid run"
+    )
     eval_batches: int = Field(4, ge=1, description="old-domain validation batches scoring each run")
-    tolerance: float = Field(0.02, ge=0, description="accepted relative rise of the old-domain loss over the parent's")
-    budget_steps: int | None = Field(None, ge=1, description="CPT steps of the budget; None = cpt.train.max_steps")
+    tolerance: float = Field(
+        0.02, ge=0, description="accepted relative rise of the old-domain loss over the parent's"
+    )
+    budget_steps: int | None = Field(
+        None, ge=1, description="CPT steps of the budget; None = cpt.train.max_steps"
+    )
 
     @model_validator(mode="after")
     def _grid(self) -> CmrConfig:

@@ -35,7 +35,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 LAG = 2  # micro-batches between the update and the first one drawn with it: the one training + one prefetched
 
 
-def eg_step(weights: dict[str, float], excess: dict[str, float], step_size: float, smoothing: float) -> dict[str, float]:
+def eg_step(
+    weights: dict[str, float], excess: dict[str, float], step_size: float, smoothing: float
+) -> dict[str, float]:
     """One exponentiated-gradient step on the simplex, then the uniform mix (in log space: no overflow)."""
     domains = sorted(weights)
     logits = np.array([math.log(weights[d]) + step_size * excess[d] for d in domains])
@@ -44,8 +46,15 @@ def eg_step(weights: dict[str, float], excess: dict[str, float], step_size: floa
     return {d: float(v) for d, v in zip(domains, p, strict=True)}
 
 
-def domain_batches(index: TokenIndex, domains: list[str], seq_len: int, batch_size: int, n: int, seed: int,
-                   split: str = "val") -> dict[str, list[Batch]]:
+def domain_batches(
+    index: TokenIndex,
+    domains: list[str],
+    seq_len: int,
+    batch_size: int,
+    n: int,
+    seed: int,
+    split: str = "val",
+) -> dict[str, list[Batch]]:
     """``n`` fixed batches of each domain (the same on every run with this seed)."""
     from lmpipe.mixture import MixtureSampler
     from lmpipe.training.data import GlobalBatches
@@ -53,10 +62,15 @@ def domain_batches(index: TokenIndex, domains: list[str], seq_len: int, batch_si
     out = {}
     for d in domains:
         if d not in index.domains(split) or index.tokens(d, split) <= seq_len:
-            raise ValueError(f"reweight: domain {d!r} has no {split} window of {seq_len + 1} tokens "
-                             f"(mixture.reweight.split: train uses training windows)")
-        it = iter(GlobalBatches(lambda s, d=d: MixtureSampler(index, {d: 1.0}, seq_len, seed, s), batch_size,
-                                split=split))
+            raise ValueError(
+                f"reweight: domain {d!r} has no {split} window of {seq_len + 1} tokens "
+                f"(mixture.reweight.split: train uses training windows)"
+            )
+        it = iter(
+            GlobalBatches(
+                lambda s, d=d: MixtureSampler(index, {d: 1.0}, seq_len, seed, s), batch_size, split=split
+            )
+        )
         out[d] = [b for _, b in zip(range(n), it, strict=False)]
     return out
 
@@ -69,8 +83,12 @@ def model_losses(model_dir: str | Path, batches: dict[str, list[Batch]]) -> dict
     model = load_model(str(model_dir)).eval()
     out = {}
     for d, bs in batches.items():
-        losses = [torch.nn.functional.cross_entropy(model(input_ids=x, use_cache=False).logits.float().flatten(0, 1),
-                                                    y.reshape(-1)) for x, y in bs]
+        losses = [
+            torch.nn.functional.cross_entropy(
+                model(input_ids=x, use_cache=False).logits.float().flatten(0, 1), y.reshape(-1)
+            )
+            for x, y in bs
+        ]
         out[d] = float(torch.stack(losses).mean())
     return out
 
@@ -78,8 +96,14 @@ def model_losses(model_dir: str | Path, batches: dict[str, list[Batch]]) -> dict
 class DomainReweighting(L.Callback):
     """Updates the training sampler's domain weights from per-domain held-out losses (see the module doc)."""
 
-    def __init__(self, cfg: ReweightConfig, batches: dict[str, list[Batch]], initial: dict[str, float],
-                 batch_size: int, reference: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ReweightConfig,
+        batches: dict[str, list[Batch]],
+        initial: dict[str, float],
+        batch_size: int,
+        reference: dict[str, float] | None = None,
+    ) -> None:
         self.cfg, self.batches, self.batch_size = cfg, batches, batch_size
         self.windows_per_batch = batch_size  # x world size, known at setup
         self.reference = {d: float((reference or {}).get(d, 0.0)) for d in batches}
@@ -111,17 +135,29 @@ class DomainReweighting(L.Callback):
             trainer.logger.log_metrics(row, step=step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": dict(self.weights), "last": self.last, "history": self.history,
-                "schedule": self.schedule.as_list()}
+        return {
+            "weights": dict(self.weights),
+            "last": self.last,
+            "history": self.history,
+            "schedule": self.schedule.as_list(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.weights, self.last, self.history = dict(state["weights"]), int(state["last"]), list(state["history"])
+        self.weights, self.last, self.history = (
+            dict(state["weights"]),
+            int(state["last"]),
+            list(state["history"]),
+        )
         self.schedule.replace([(s, w) for s, w in state["schedule"]])
 
     def summary(self) -> dict[str, Any]:
-        return {"updates": len(self.history) - 1, "final_weights": {d: round(w, 6) for d, w in self.weights.items()},
-                "mean_weights": {d: round(float(np.mean([h["weights"][d] for h in self.history])), 6)
-                                 for d in self.weights}}
+        return {
+            "updates": len(self.history) - 1,
+            "final_weights": {d: round(w, 6) for d, w in self.weights.items()},
+            "mean_weights": {
+                d: round(float(np.mean([h["weights"][d] for h in self.history])), 6) for d in self.weights
+            },
+        }
 
 
 def plot_weights(history: list[dict[str, Any]], path: str | Path) -> str:
@@ -147,8 +183,14 @@ def plot_weights(history: list[dict[str, Any]], path: str | Path) -> str:
     return str(path)
 
 
-def build(cfg: ReweightConfig, index: TokenIndex, weights: dict[str, float], seq_len: int, batch_size: int,
-          seed: int) -> DomainReweighting:
+def build(
+    cfg: ReweightConfig,
+    index: TokenIndex,
+    weights: dict[str, float],
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+) -> DomainReweighting:
     """The callback for a run on ``index`` starting from ``weights`` (normalised; zero-weight domains stay out)."""
     active = sorted(d for d, w in weights.items() if w > 0)
     batches = domain_batches(index, active, seq_len, batch_size, cfg.batches, seed, cfg.split)

@@ -20,9 +20,18 @@ class RS2Sampler:
     every weighted domain pooled (weights only choose the domains), visited in a fresh seeded random order each
     epoch, so no window repeats before all were seen. Same interface and resume contract as ``MixtureSampler``."""
 
-    def __init__(self, index: TokenIndex, weights: Mapping[str, float], seq_len: int, seed: int,
-                 split: str = "train", *, missing: Literal["error", "ignore"] = "error", rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self,
+        index: TokenIndex,
+        weights: Mapping[str, float],
+        seq_len: int,
+        seed: int,
+        split: str = "train",
+        *,
+        missing: Literal["error", "ignore"] = "error",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
         self.index, self.seq_len, self.seed, self.split = index, seq_len, int(seed), split
@@ -31,7 +40,9 @@ class RS2Sampler:
         self.domains = [d for d, w in self.weights.items() if w > 0]
         self.streams = {d: index.stream(d, split) for d in self.domains}
         self.windows = {d: max(0, (len(s) - 1) // seq_len) for d, s in self.streams.items()}
-        self.offsets = np.concatenate([[0], np.cumsum([self.windows[d] for d in self.domains], dtype=np.int64)])
+        self.offsets = np.concatenate(
+            [[0], np.cumsum([self.windows[d] for d in self.domains], dtype=np.int64)]
+        )
         if self.offsets[-1] == 0:
             raise ValueError(f"no window of {seq_len + 1} tokens in domains {self.domains}")
         self.step = 0
@@ -40,7 +51,10 @@ class RS2Sampler:
     def _advance(self) -> tuple[str, int]:
         epoch, pos = divmod(self.step, int(self.offsets[-1]))
         if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, 3, epoch]).permutation(int(self.offsets[-1])))
+            self._perm = (
+                epoch,
+                np.random.default_rng([self.seed, 3, epoch]).permutation(int(self.offsets[-1])),
+            )
         g = int(self._perm[1][pos])
         i = int(np.searchsorted(self.offsets, g, side="right")) - 1
         self.step += 1
@@ -58,13 +72,24 @@ class RS2Sampler:
         return self.streams[domain].read(window * self.seq_len, self.seq_len + 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "kind": "rs2", "step": self.step, "seed": self.seed, "seq_len": self.seq_len,
-                "split": self.split, "domains": list(self.domains), "world_size": self.world_size}
+        return {
+            "version": STATE_VERSION,
+            "kind": "rs2",
+            "step": self.step,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "split": self.split,
+            "domains": list(self.domains),
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         mine = self.state_dict()
-        diffs = {k: (state.get(k), mine[k]) for k in ("version", "kind", "seed", "seq_len", "split", "domains",
-                                                       "world_size") if state.get(k) != mine[k]}
+        diffs = {
+            k: (state.get(k), mine[k])
+            for k in ("version", "kind", "seed", "seq_len", "split", "domains", "world_size")
+            if state.get(k) != mine[k]
+        }
         if diffs:
             raise ValueError(f"RS2 sampler state does not match this sampler: {diffs}")
         self.step, self._perm = int(state["step"]), None
@@ -75,6 +100,10 @@ class RS2Sampler:
         seen = np.zeros(len(self.domains))
         if rest:
             perm = np.random.default_rng([self.seed, 3, full]).permutation(int(self.offsets[-1]))[:rest]
-            seen = np.bincount(np.searchsorted(self.offsets, perm, side="right") - 1, minlength=len(self.domains))
-        return {d: full + float(seen[i]) / self.windows[d] if self.windows[d] else 0.0
-                for i, d in enumerate(self.domains)}
+            seen = np.bincount(
+                np.searchsorted(self.offsets, perm, side="right") - 1, minlength=len(self.domains)
+            )
+        return {
+            d: full + float(seen[i]) / self.windows[d] if self.windows[d] else 0.0
+            for i, d in enumerate(self.domains)
+        }
