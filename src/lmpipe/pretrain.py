@@ -80,13 +80,12 @@ def train_on_tokens(
 
 
 def stage_mixture(mixture: MixtureConfig, io: StageIO) -> MixtureConfig:
-    """The mixture the stage trains on: ``mixture.weights``, or the tune stage's winner with ``from_tune``."""
-    if not mixture.from_tune:
-        return mixture
-    if "tuned" not in io:  # dvc.yaml was rendered while from_tune was off: DVC would not rerun on a new winner
-        raise SystemExit("mixture.from_tune is set but dvc.yaml gives pretrain no tuned mixture: "
-                         "run `python -m stages.registry --write` after changing mixture.from_tune")
-    return tuned_mixture(mixture, io.tuned)
+    """The mixture the stage trains on: ``mixture.weights``, or the tune stage's winner with ``from_tune``.
+
+    The stage always depends on the winner's file (``io.tuned``), so the graph does not change with the flag;
+    with the flag off the file is not read, and a new winner reruns the stage only to find its finished
+    checkpoint (the run fingerprint holds the mixture actually trained), so it just re-exports."""
+    return tuned_mixture(mixture, io.tuned) if mixture.from_tune else mixture
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
