@@ -117,15 +117,12 @@ def run_grid(p: Params, tokens: Path, new_tokens: Path, tokenizer: Path, out: Pa
         (out / POINTS).unlink(missing_ok=True)
         meta.write_text(json.dumps({"key": key}) + "\n")
     done = {(r["ratio"], r["steps"]): r for r in map(json.loads, _lines(out / POINTS))}
-    score = lambda model: old_domain_loss(
-        model,
-        old_index,
-        old,
-        cpt.train.seq_len,
-        cpt.train.batch_size,  # noqa: E731
-        cfg.eval_batches,
-        seed,
-    )
+
+    def score(model: str | Path) -> float:
+        return old_domain_loss(
+            model, old_index, old, cpt.train.seq_len, cpt.train.batch_size, cfg.eval_batches, seed
+        )
+
     parent_loss = done[0.0, 0]["loss"] if (0.0, 0) in done else None
     if parent_loss is None:
         parent_loss = score(parent)
