@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lmpipe.mixing.config import CmrConfig, ReweightConfig
+from lmpipe.mixing.config import CmrConfig, ParetoConfig, ReweightConfig
 from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig
 from lmpipe.sections import Section
 from lmpipe.web.config import WebConfig
@@ -758,9 +758,11 @@ class TuneConfig(Section):
     """
 
     storage: str = Field("sqlite:///data/tune/optuna.db", description="any Optuna RDB URL (SQLite, Postgres, MySQL)")
-    method: Literal["tpe", "surrogate"] = Field(
-        "tpe", description="tpe: Optuna TPE study of n_trials; surrogate: RegMix-style regression (see `surrogate`)")
+    method: Literal["tpe", "surrogate", "pareto"] = Field(
+        "tpe", description="tpe: Optuna TPE study of n_trials; surrogate: RegMix-style regression (see `surrogate`); "
+        "pareto: targets' loss vs old domains' loss, multi-objective (see `pareto`)")
     surrogate: SurrogateConfig = SurrogateConfig()
+    pareto: ParetoConfig = ParetoConfig()
     pruning: PruningConfig = PruningConfig()
     study_name: str = Field("mixture", min_length=1)
     n_trials: int = Field(6, ge=1, description="run until the study has this many COMPLETE trials (resumes)")

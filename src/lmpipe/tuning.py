@@ -106,7 +106,7 @@ def study_fingerprint(cfg: TuneConfig, model: ModelConfig, seed: int, data: str)
     """Hash of everything that defines the objective and the space (not n_trials, storage or sampler knobs)."""
     keep = {"weights", "lr", "targets", "steps", "batch_size", "seq_len", "warmup_steps", "heldout"}
     if cfg.method != "tpe":  # another method's trials are another study (TPE study names stay as they were)
-        keep |= {"method", "surrogate"}
+        keep |= {"method", "surrogate", "pareto"}
     blob = json.dumps([cfg.model_dump(include=keep), model.model_dump(), seed, data], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -408,6 +408,10 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     cfg = p.tune
     seed = cfg.seed if cfg.seed is not None else p.run.seed
     name = f"{cfg.study_name}-{study_fingerprint(cfg, p.model, seed, data_fingerprint(io.tokens, io.heldout))}"
+    if cfg.method == "pareto":  # two objectives: its own study, front and winner
+        from lmpipe.mixing.pareto import run_stage
+
+        return run_stage(p, io, cfg, name, seed)
     objective = MixtureObjective(cfg, p.model, io.tokens, io.heldout, io.tokenizer, seed)
     baseline = current_params(cfg, p.mixture) if cfg.enqueue_current else None
     storage = make_storage(cfg.storage, cfg.heartbeat_s)

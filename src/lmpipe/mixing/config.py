@@ -61,3 +61,16 @@ class CmrConfig(Section):
         if len(self.ratios) * len(self.steps) < 6:
             raise ValueError("the grid needs at least 6 points to fit the law's 5 parameters")
         return self
+
+
+class ParetoConfig(Section):
+    """``tune.method: pareto`` (:mod:`lmpipe.mixing.pareto`): two objectives, the new domains' loss (``tune.targets``)
+    and the old domains' loss (``old``), searched with Optuna's multi-objective TPE or NSGA-II."""
+
+    old: list[str] = Field(
+        default_factory=lambda: ["prose", "code"],
+        min_length=1,
+        description="domains whose held-out bits/byte is the second objective (forgetting)",
+    )
+    sampler: Literal["tpe", "nsga2"] = "tpe"
+    population: int = Field(8, ge=2, description="NSGA-II population size")
