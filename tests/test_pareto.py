@@ -16,6 +16,7 @@ import pytest
 
 from lmpipe.config import TuneConfig
 from lmpipe.mixing.pareto import balanced, front, plot_front, run_pareto
+from tests.test_tuning import tiny_corpus  # noqa: F401 - the shared module fixture
 
 
 def objective(w: dict[str, float], lr: float) -> dict:
@@ -63,3 +64,61 @@ def test_front_matches_the_known_one(tmp_path: Path, sampler: str) -> None:
     more = run_pareto(cfg.model_copy(update={"n_trials": 82}), objective, seed=0, storage=storage)
     assert len(more.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 82
     assert [t.params for t in more.get_trials()[:80]] == [t.params for t in done]
+
+
+def test_tune_stage_pareto_method_writes_front_and_winner(tiny_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The tune stage with method pareto on real proxy runs: the front CSV, its plot, and the balanced winner as
+    best_mixture.yaml (what pretrain reads with mixture.from_tune)."""
+    import csv
+
+    import yaml
+
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
+    from lmpipe.tuning import run
+
+    p = Params.model_validate(
+        {
+            "ingest": {"sources": [{"uri": "x", "domain": "x"}]},
+            "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64},
+            "tune": {
+                "method": "pareto",
+                "storage": f"sqlite:///{tmp_path / 'o.db'}",
+                "heartbeat_s": None,
+                "n_trials": 4,
+                "n_startup_trials": 2,
+                "weights": {"alpha": [0, 1], "beta": [0, 1]},
+                "targets": ["alpha"],
+                "pareto": {"old": ["beta"]},
+                "steps": 8,
+                "batch_size": 4,
+                "seq_len": 32,
+                "warmup_steps": 2,
+                "lr": 1e-2,
+                "heldout": {"max_docs_per_domain": 4, "max_tokens_per_domain": 800},
+            },
+        }
+    )
+    io = StageIO(
+        "tune",
+        {
+            "tokens": str(tiny_corpus / "tokens"),
+            "heldout": str(tiny_corpus / "heldout"),
+            "tokenizer": str(tiny_corpus / "tokenizer"),
+            "out": str(tmp_path / "tune"),
+            "plots": str(tmp_path / "plots"),
+        },
+    )
+    stats = run(p, io, None)
+    assert stats["method"] == "pareto" and stats["trials"] == 4 and 1 <= stats["front_size"] <= 4
+    rows = list(csv.DictReader((tmp_path / "tune" / "pareto_front.csv").open()))
+    assert len(rows) == stats["front_size"]
+    pairs = [(float(r["target_bpb"]), float(r["old_bpb"])) for r in rows]
+    for a in pairs:  # no front row dominates another
+        assert not any(b[0] <= a[0] and b[1] <= a[1] and b != a for b in pairs)
+    pick = min(pairs, key=lambda v: sum(v))
+    assert stats["balanced_values"] == {"target_bpb": pick[0], "old_bpb": pick[1]}
+    frag = yaml.safe_load((tmp_path / "tune" / "best_mixture.yaml").read_text())
+    assert set(frag["mixture"]["weights"]) == {"alpha", "beta"}
+    assert sum(frag["mixture"]["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert (tmp_path / "plots" / "pareto.png").stat().st_size > 1000

@@ -20,6 +20,7 @@ import torch
 from lmpipe.mixing.reweight import eg_step
 from lmpipe.mixing.rs2 import RS2Sampler
 from lmpipe.mixture import MixtureSampler, TokenIndex, WeightSchedule
+from tests.test_tuning import tiny_corpus  # noqa: F401 - the shared module fixture
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,3 +219,44 @@ def test_kill_9_and_resume_is_bit_identical(planted: Path, tmp_path: Path) -> No
     assert resumed["epochs_consumed"] == full["epochs_consumed"]  # the same windows drawn
     for name in ("train/loss.tsv", "val/loss.tsv", "mixture/weight/noise.tsv"):
         assert tsv(crash, name) == tsv(tmp_path / "full", name), name
+
+
+def test_pretrain_path_reweights_logs_and_plots(tiny_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    """``train_on_tokens`` (the pretrain and cpt stages) builds the callback from ``mixture.reweight``; RS2 trains."""
+    from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+    from lmpipe.pretrain import train_on_tokens
+    from lmpipe.training.data import mixture_samplers
+
+    model = ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
+    cfg = TrainConfig(
+        seq_len=16,
+        batch_size=4,
+        max_steps=6,
+        lr=1e-2,
+        val_every=100,
+        ckpt_every=100,
+        val_batches=1,
+        peak_tflops=1.0,
+        schedule={"warmup_steps": 1},
+    )
+    mixture = MixtureConfig(weights={"alpha": 0.5, "beta": 0.5}, reweight={"enabled": True, "every": 2})
+    stats = train_on_tokens(
+        model,
+        cfg,
+        mixture,
+        [tiny_corpus / "tokens"],
+        tiny_corpus / "tokenizer",
+        seed=1,
+        ckpt_dir=tmp_path / "ckpt",
+        log_dir=tmp_path / "live",
+        export_dir=None,
+        progress=False,
+    )
+    assert stats["reweight"]["updates"] == 2  # steps 2 and 4
+    assert sum(stats["reweight"]["final_weights"].values()) == pytest.approx(1.0)
+    assert Path(stats["reweight"]["plot"]).stat().st_size > 1000
+    assert (tmp_path / "live" / "plots" / "metrics" / "mixture" / "weight" / "alpha.tsv").exists()
+    rs2 = MixtureConfig(weights={"alpha": 1.0, "beta": 1.0}, sampler="rs2")
+    assert type(mixture_samplers(tiny_corpus / "tokens", rs2, 16, 1)("train")) is RS2Sampler
+    with pytest.raises(ValueError, match="sampler: weighted"):
+        MixtureConfig(sampler="rs2", reweight={"enabled": True})
