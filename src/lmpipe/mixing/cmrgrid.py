@@ -104,7 +104,15 @@ def run_grid(p: Params, tokens: Path, new_tokens: Path, tokenizer: Path, out: Pa
     seed = cpt.train.seed if cpt.train.seed is not None else p.run.seed
     new_domains = TokenIndex.load(new_tokens).domains("train")
     old_index = TokenIndex.load(tokens)
-    old = sorted(d for d, w in cpt.mixture.weights.items() if w > 0 and d not in new_domains)
+    replayed = sorted(d for d, w in cpt.mixture.weights.items() if w > 0 and d not in new_domains)
+    # scored on the replayed domains that have a held-out window (a tiny domain may have none)
+    held = set(old_index.domains("val")) if "val" in old_index.splits else set()
+    old = [d for d in replayed if d in held and old_index.tokens(d, "val") > cpt.train.seq_len]
+    if not old:
+        raise ValueError(
+            f"cmr: no replayed domain of {replayed} has a held-out window of {cpt.train.seq_len + 1} "
+            f"tokens in {tokens} to score forgetting on"
+        )
     parent = str(cpt.train.init_from)
     key = _grid_key(
         p,
@@ -173,6 +181,7 @@ def run_grid(p: Params, tokens: Path, new_tokens: Path, tokenizer: Path, out: Pa
         "parent_loss": parent_loss,
         "trained": trained,
         "old_domains": old,
+        "unscored_old_domains": sorted(set(replayed) - set(old)),
         "new_domains": new_domains,
     }
 
@@ -244,6 +253,7 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
         "parent_loss": grid["parent_loss"],
         **advice,
         "old_domains": grid["old_domains"],
+        "unscored_old_domains": grid["unscored_old_domains"],
         "new_domains": grid["new_domains"],
         "points": len(rows),
         "runs_trained": grid["trained"],
