@@ -184,6 +184,7 @@ def test_reweighting_raises_the_domain_whose_loss_stays_high(planted: Path, tmp_
     assert (tmp_path / "r" / "live" / "plots" / "metrics").exists()
 
 
+@pytest.mark.e2e  # three training subprocesses, one killed (~35 s)
 def test_kill_9_and_resume_is_bit_identical(planted: Path, tmp_path: Path) -> None:
     full = stats_of(
         subprocess.run(
