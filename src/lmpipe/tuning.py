@@ -10,7 +10,8 @@ it with :func:`lmpipe.evaluation.heldout_metrics`: the value is the mean bits/by
 Training is seeded, so a trial's value is a function of its params, the seed and the data.
 
 ``tune.method: surrogate`` replaces the TPE study by a RegMix-style regression over proxy runs
-(:mod:`lmpipe.surrogate`), in the same storage and with the same outputs.
+(:mod:`lmpipe.surrogate`), in the same storage and with the same outputs; ``tune.method: pareto`` searches
+target-domain loss against old-domain loss with two objectives (:mod:`lmpipe.mixing.pareto`).
 
 Study (:func:`run_study`): RDB storage (SQLite file by default; a Postgres/MySQL URL lets several workers share
 one study), ``load_if_exists`` so a rerun continues, and trials are added until the study holds ``n_trials``
