@@ -160,13 +160,23 @@ def tsv(run: Path, name: str) -> list[str]:
     return (run / "live" / "plots" / "metrics" / name).read_text().splitlines()
 
 
-def test_reweighting_raises_the_domain_whose_loss_stays_high(planted: Path, tmp_path: Path) -> None:
+STEPS = 16  # updates at 3, 6, 9, 12, 15; checkpoints at 4, 8, 12
+
+
+@pytest.fixture(scope="module")
+def full_run(planted: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One uninterrupted reweighted run (a subprocess, as the killed one): its dir and stats."""
+    out = tmp_path_factory.mktemp("full")
     done = subprocess.run(
-        run_cmd(planted, tmp_path / "r", 15), env=ENV, capture_output=True, text=True, timeout=120, check=True
+        run_cmd(planted, out, STEPS), env=ENV, capture_output=True, text=True, timeout=120, check=True
     )
-    stats = stats_of(done)
+    return out, stats_of(done)
+
+
+def test_reweighting_raises_the_domain_whose_loss_stays_high(full_run: tuple[Path, dict]) -> None:
+    out, stats = full_run
     hist = stats["history"]
-    assert [h["step"] for h in hist] == [0, 3, 6, 9, 12]
+    assert [h["step"] for h in hist] == [0, 3, 6, 9, 12, 15]
     first = hist[1]
     # the update by hand from the losses it logged: reference 0, eta 1, c 1e-3
     en, ee = 0.5 * math.exp(first["loss"]["noise"]), 0.5 * math.exp(first["loss"]["easy"])
@@ -180,46 +190,41 @@ def test_reweighting_raises_the_domain_whose_loss_stays_high(planted: Path, tmp_
     windows = {"easy": (8000 - 1) // 16, "noise": (8000 - 1) // 16}
     drawn = {d: epochs[d] * windows[d] for d in windows}
     assert drawn["noise"] / sum(drawn.values()) > 0.65
-    assert len(tsv(tmp_path / "r", "mixture/weight/noise.tsv")) == 1 + 4  # logged per update (DVCLive)
-    assert (tmp_path / "r" / "live" / "plots" / "metrics").exists()
+    assert len(tsv(out, "mixture/weight/noise.tsv")) == 1 + 5  # logged per update (DVCLive)
 
 
-@pytest.mark.e2e  # three training subprocesses, one killed (~35 s)
-def test_kill_9_and_resume_is_bit_identical(planted: Path, tmp_path: Path) -> None:
-    full = stats_of(
-        subprocess.run(
-            run_cmd(planted, tmp_path / "full", 20),
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-    )
+@pytest.mark.e2e  # two more training subprocesses, one killed
+def test_kill_9_and_resume_is_bit_identical(
+    planted: Path, full_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    full_dir, full = full_run
     crash = tmp_path / "crash"
     proc = subprocess.Popen(
-        run_cmd(planted, crash, 20, sleep=0.3), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        run_cmd(planted, crash, STEPS, sleep=0.4),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     ckpt = crash / "ckpt" / "latest.ckpt"
     deadline = time.monotonic() + 90
     while proc.poll() is None and time.monotonic() < deadline:
         if ckpt.exists() and torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] >= 8:
-            break  # past a checkpoint with two updates behind it and one (step 9) ahead
+            break  # past a checkpoint with two updates behind it and more ahead
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     killed_at = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
-    assert 0 < killed_at < 20
+    assert 0 < killed_at < STEPS
     resumed = stats_of(
         subprocess.run(
-            run_cmd(planted, crash, 20), env=ENV, capture_output=True, text=True, timeout=120, check=True
+            run_cmd(planted, crash, STEPS), env=ENV, capture_output=True, text=True, timeout=120, check=True
         )
     )
     assert resumed["resumed_from_step"] == killed_at
     assert resumed["history"] == full["history"]  # weights and losses, bit for bit
     assert resumed["epochs_consumed"] == full["epochs_consumed"]  # the same windows drawn
     for name in ("train/loss.tsv", "val/loss.tsv", "mixture/weight/noise.tsv"):
-        assert tsv(crash, name) == tsv(tmp_path / "full", name), name
+        assert tsv(crash, name) == tsv(full_dir, name), name
 
 
 def test_pretrain_path_reweights_logs_and_plots(tiny_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
