@@ -63,14 +63,15 @@ def _param(dotted: str, default: object = None) -> object:
     return default if node is None else node
 
 
-# mixture.from_tune: pretrain trains on the tune stage's winner, so DVC must see that file as its dependency
-# (and only then: with the flag off, a new study result must not retrain the model).
-TUNED = {"tuned": "data/tune/best_mixture.yaml"} if _param("mixture.from_tune", False) else {}
 # posttrain.residual: the models it combines are params (defaults: the paper's set-up in this run); sft_base, the
 # instruct model of the base, is in the graph only while the residual takes its instruct model from it.
 RESIDUAL = {k: str(_param(f"posttrain.residual.{k}", v)) for k, v in
             (("target", "models/cpt"), ("instruct", "models/sft_base"), ("base", "models/pretrain"))}
 SFT_BASE = RESIDUAL["instruct"] == "models/sft_base"
+# Files a stage always depends on and reads only when a param says so (mixture.from_tune, cpt.replay_from_cmr):
+# the graph never depends on params, and a rerun with the flag off finds its finished checkpoint.
+TUNED = "data/tune/best_mixture.yaml"
+REPLAY = "data/cmr/replay.yaml"
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
 TRAIN_LIVE_X = "step"
 WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"  # default toxicity word list (demo noise, score, evaluate)
@@ -105,7 +106,7 @@ STAGES: tuple[Stage, ...] = (
                    "heldout": Out("data/heldout/docs", persist=True)},
           params=("tokenize",)),
     Stage("pretrain", "lmpipe.pretrain", "a Llama-style model trained with Lightning on the mixture; HF export",
-          inputs={"tokens": "data/tokens", "tokenizer": "models/tokenizer", **TUNED},
+          inputs={"tokens": "data/tokens", "tokenizer": "models/tokenizer", "tuned": TUNED},
           outputs={"out": "models/pretrain",
                    "ckpt": Out("models/checkpoints/pretrain", persist=True, cache=False,
                                why="a killed run resumes from latest.ckpt, step for step")},
@@ -124,13 +125,20 @@ STAGES: tuple[Stage, ...] = (
           inputs={"docs": "data/augment/docs", "tokenizer": "models/tokenizer"},
           outputs={"tokens": Out("data/tokens-cpt", persist=True)},
           params=("tokenize", "cpt.val_fraction")),
-    Stage("cpt", "lmpipe.continual", "continual pretraining: replay + new domain, LR re-warm and re-decay",
+    Stage("cmr", "lmpipe.mixing.cmrgrid", "CPT replay-ratio grid → scaling-law fit → critical general:domain ratio",
           inputs={"tokens": "data/tokens", "new_tokens": "data/tokens-cpt", "tokenizer": "models/tokenizer"},
+          deps=("models/pretrain",),
+          outputs={"out": Out("data/cmr", persist=True, why="finished grid runs are kept: a killed grid resumes"),
+                   "plots": Out("plots/cmr", cache=False)},
+          params=("run.seed", "model", "cpt.train", "cpt.mixture", "cmr")),
+    Stage("cpt", "lmpipe.continual", "continual pretraining: replay + new domain, LR re-warm and re-decay",
+          inputs={"tokens": "data/tokens", "new_tokens": "data/tokens-cpt", "tokenizer": "models/tokenizer",
+                  "replay": REPLAY},
           deps=("models/pretrain",),
           outputs={"out": "models/cpt",
                    "ckpt": Out("models/checkpoints/cpt", persist=True, cache=False,
                                why="a killed run resumes (same params, data and parent)")},
-          params=("run.seed", "model", "cpt.train", "cpt.mixture"), live="dvclive/cpt"),
+          params=("run.seed", "model", "cpt.train", "cpt.mixture", "cpt.replay_from_cmr"), live="dvclive/cpt"),
     Stage("sft", "lmpipe.posttrain.sft", "supervised fine-tuning (TRL SFTTrainer): assistant-only loss, packed chats",
           deps=("models/cpt", "data/raw/instruct", "data/eval"),
           outputs={"out": "models/sft",

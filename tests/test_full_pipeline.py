@@ -32,6 +32,7 @@ def sh(cmd, cwd, env=None, timeout=1500):
 def workspace(tmp_path_factory):
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
                         yaml.safe_load((ROOT / "profiles/tiny.yaml").read_text()))
+    params["cpt"]["replay_from_cmr"] = True  # exercise the chain cmr → cpt (off by default in params.yaml)
     root = make_workspace(tmp_path_factory.mktemp("pipeline"), params)
     prefect = {"PREFECT_HOME": str(root / ".prefect"), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
     out = sh([sys.executable, "-m", "flows.pipeline"], root, env=prefect)
@@ -75,6 +76,11 @@ def test_training_stages_follow_the_profile(workspace):
     tuned = yaml.safe_load((root / "data/tune/best_mixture.yaml").read_text())["mixture"]["weights"]
     assert pre["mixture_from_tune"] is True and pre["mixture"] == pytest.approx(tuned)
     assert metrics(root, "augment")["kept"] > 0
+    # stage cmr: the tiny grid (3 ratios x 2 step counts) fitted; cpt trained with its suggested replay ratio
+    cmr = metrics(root, "cmr")
+    assert cmr["points"] == 6 and 0.1 <= cmr["replay_ratio"] <= 0.6 and (root / "plots/cmr/fit.png").exists()
+    replay = yaml.safe_load((root / "data/cmr/replay.yaml").read_text())["replay_ratio"]
+    assert cpt["replay_from_cmr"] is True and cpt["mixture"]["synthetic"] == pytest.approx(1 - replay, abs=1e-5)
 
 
 def test_evaluation_and_report(workspace):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmpipe.mixing.config import CmrConfig, ParetoConfig, ReweightConfig
 from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig
 from lmpipe.sections import Section
 from lmpipe.web.config import WebConfig
@@ -206,8 +207,18 @@ class MixtureConfig(Section):
     )
     from_tune: bool = Field(
         False, description="train `pretrain` on the tune stage's winner (data/tune/best_mixture.yaml): its weights "
-        "replace `weights`; dvc.yaml is rendered with that dependency (python -m stages.registry --write)",
+        "replace `weights` (pretrain always depends on that file; with the flag off it is not read)",
     )
+    sampler: Literal["weighted", "rs2"] = Field(
+        "weighted", description="weighted: draw domains by `weights`; rs2: the RS2 baseline (every window of the "
+        "weighted domains pooled, a fresh random order each epoch, no repeats within one)")
+    reweight: ReweightConfig = ReweightConfig()
+
+    @model_validator(mode="after")
+    def _rs2(self) -> MixtureConfig:
+        if self.sampler == "rs2" and self.reweight.enabled:
+            raise ValueError("reweight needs sampler: weighted (RS2 has no domain weights to update)")
+        return self
 
     @model_validator(mode="after")
     def _weights(self) -> MixtureConfig:
@@ -431,6 +442,9 @@ class CptConfig(Section):
             weights={"synthetic": 0.5, "prose": 0.15, "code": 0.1, "math": 0.1, "fiction": 0.15}
         )
     )
+    replay_from_cmr: bool = Field(
+        False, description="replay share from the cmr stage's critical ratio (data/cmr/replay.yaml): old domains "
+        "keep their relative weights and sum to it (cpt always depends on that file; with the flag off it is not read)")
 
     @model_validator(mode="after")
     def _parent(self) -> CptConfig:
@@ -744,9 +758,11 @@ class TuneConfig(Section):
     """
 
     storage: str = Field("sqlite:///data/tune/optuna.db", description="any Optuna RDB URL (SQLite, Postgres, MySQL)")
-    method: Literal["tpe", "surrogate"] = Field(
-        "tpe", description="tpe: Optuna TPE study of n_trials; surrogate: RegMix-style regression (see `surrogate`)")
+    method: Literal["tpe", "surrogate", "pareto"] = Field(
+        "tpe", description="tpe: Optuna TPE study of n_trials; surrogate: RegMix-style regression (see `surrogate`); "
+        "pareto: targets' loss vs old domains' loss, multi-objective (see `pareto`)")
     surrogate: SurrogateConfig = SurrogateConfig()
+    pareto: ParetoConfig = ParetoConfig()
     pruning: PruningConfig = PruningConfig()
     study_name: str = Field("mixture", min_length=1)
     n_trials: int = Field(6, ge=1, description="run until the study has this many COMPLETE trials (resumes)")
@@ -809,6 +825,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     cpt: CptConfig = CptConfig()
+    cmr: CmrConfig = CmrConfig()
     posttrain: PosttrainConfig = PosttrainConfig()
 
 

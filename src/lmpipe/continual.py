@@ -102,7 +102,15 @@ def tokenize(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
-    """Stage ``cpt``: the parent (``cpt.train.init_from``) trained on replay (``io.tokens``) + new (``io.new_tokens``)."""
+    """Stage ``cpt``: the parent (``cpt.train.init_from``) trained on replay (``io.tokens``) + new (``io.new_tokens``);
+    with ``cpt.replay_from_cmr`` the old domains' share is the cmr stage's suggested ratio."""
     seed = p.cpt.train.seed if p.cpt.train.seed is not None else p.run.seed
-    return continue_pretraining(p.model, p.cpt, [io.tokens, io.new_tokens], io.tokenizer, seed=seed,
-                                ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)
+    cfg = p.cpt
+    if cfg.replay_from_cmr:  # the cmr stage's critical ratio (io.replay is always a dep; read only when set)
+        from lmpipe.mixing.cmrgrid import cpt_mixture
+
+        new_domains = TokenIndex.load(io.new_tokens).domains("train")
+        cfg = cfg.model_copy(update={"mixture": cpt_mixture(cfg.mixture, new_domains, io.replay)})
+    stats = continue_pretraining(p.model, cfg, [io.tokens, io.new_tokens], io.tokenizer, seed=seed,
+                                 ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)
+    return {**stats, "replay_from_cmr": cfg.replay_from_cmr}

@@ -12,12 +12,19 @@ domain. So the whole position is two numbers per domain plus the step counter: `
 tiny, JSON-friendly, and ``load_state_dict()`` continues the identical sequence. ``epochs_consumed()``
 counts passes per domain, so repeated data (a small domain with a big weight) is visible.
 
+Weights may change during training (online reweighting, :mod:`lmpipe.mixing.reweight`) through a
+:class:`WeightSchedule`: "from global step s on, weights w". The domain of step s is the inverse CDF of the
+current weights at one counter-based uniform draw, so a schedule entry changes the choices from its step on and
+nothing before it; with no entry the choices are exactly those of ``Generator.choice`` with the fixed weights.
+The RS2 baseline sampler is :class:`lmpipe.mixing.rs2.RS2Sampler`.
+
 Training reads it through :mod:`lmpipe.training.data` (global batches sliced per rank); this module does
 not import torch.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -171,6 +178,46 @@ def normalize_weights(
     return {d: w / total for d, w in kept.items()}
 
 
+class WeightSchedule:
+    """Sorted ``(from_step, weights)`` entries shared by a sampler and whatever updates it (a training callback).
+
+    Entries are only appended, at steps the sampler has not drawn yet (checked), so the weights of every step
+    are fixed once drawn: a resumed run that replays the same entries draws the same sequence."""
+
+    def __init__(self, entries: list[tuple[int, dict[str, float]]] | None = None) -> None:
+        self.entries: list[tuple[int, dict[str, float]]] = []
+        self._steps: list[int] = []
+        self.sampler_step: Any = None  # callable -> the live sampler's next step (set by the sampler)
+        for step, w in entries or []:
+            self.add(step, w)
+
+    def add(self, from_step: int, weights: Mapping[str, float]) -> None:
+        if self.entries and from_step < self.entries[-1][0]:
+            raise ValueError(f"schedule entries must come in step order: {from_step} after {self.entries[-1][0]}")
+        live = self.sampler_step() if self.sampler_step is not None else 0
+        if from_step < live:
+            raise RuntimeError(f"weights from step {from_step} arrive after the sampler drew step {live - 1}")
+        entry = (int(from_step), {d: float(w) for d, w in sorted(weights.items())})
+        if self.entries and self.entries[-1][0] == entry[0]:
+            self.entries[-1] = entry
+        else:
+            self.entries.append(entry)
+            self._steps.append(entry[0])
+
+    def replace(self, entries: list[tuple[int, dict[str, float]]]) -> None:
+        """Restore saved entries (in place: the sampler keeps its reference)."""
+        self.entries = [(int(s), {d: float(w) for d, w in sorted(dict(w).items())}) for s, w in entries]
+        self._steps = [s for s, _ in self.entries]
+
+    def at(self, step: int) -> tuple[int, dict[str, float]] | None:
+        """The entry in force at ``step`` as (index, weights), or None before the first entry."""
+        i = bisect.bisect_right(self._steps, step) - 1
+        return (i, self.entries[i][1]) if i >= 0 else None
+
+    def as_list(self) -> list[list[Any]]:
+        return [[s, dict(w)] for s, w in self.entries]
+
+
 def _domain_key(domain: str) -> int:
     return int.from_bytes(hashlib.blake2b(domain.encode(), digest_size=4).digest(), "big")
 
@@ -207,8 +254,9 @@ class MixtureSampler:
         if short:
             raise ValueError(f"domain(s) too small for one window of {seq_len + 1} tokens: {short} tokens")
         self._active = [d for d, w in self.weights.items() if w > 0]
-        p = np.array([self.weights[d] for d in self._active], dtype=np.float64)
-        self._p = p / p.sum()
+        self._cdf_base = self._cdf(self.weights)
+        self.schedule: WeightSchedule | None = None
+        self._cdf_cache: tuple[int, np.ndarray] | None = None
         self.step = 0  # global steps taken (all ranks)
         self.drawn = dict.fromkeys(self.weights, 0)  # windows taken per domain (all ranks)
         self._block: tuple[int, np.ndarray] | None = None
@@ -220,12 +268,39 @@ class MixtureSampler:
     ) -> MixtureSampler:
         return cls(index, cfg.weights, seq_len, seed, split, missing=cfg.missing, **kw)
 
+    def use_schedule(self, schedule: WeightSchedule) -> None:
+        """Draw from ``schedule``'s weights from its entries' steps on (weights of inactive domains must be 0)."""
+        self.schedule = schedule
+        schedule.sampler_step = lambda: self.step
+        self._cdf_cache = None
+
+    def current_weights(self) -> dict[str, float]:
+        """The weights the next step is drawn with."""
+        hit = self.schedule.at(self.step) if self.schedule is not None else None
+        return dict(self.weights) if hit is None else {d: hit[1].get(d, 0.0) for d in self.weights}
+
     # ------------------------------------------------------------------ sampling
-    def _choices(self, block: int) -> np.ndarray:
+    def _cdf(self, weights: Mapping[str, float]) -> np.ndarray:
+        p = np.array([float(weights.get(d, 0.0)) for d in self._active], dtype=np.float64)
+        extra = {d: w for d, w in weights.items() if w > 0 and d not in self._active}
+        if extra or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+            raise ValueError(f"scheduled weights {dict(weights)} must be finite, non-negative, positive somewhere "
+                             f"and only on the sampler's domains {self._active}")
+        cdf = np.cumsum(p / p.sum())  # as Generator.choice builds it, so a fixed mixture draws the same as choice()
+        return cdf / cdf[-1]
+
+    def _uniforms(self, block: int) -> np.ndarray:
         if self._block is None or self._block[0] != block:
-            rng = np.random.default_rng([self.seed, 1, block])
-            self._block = (block, rng.choice(len(self._active), size=_BLOCK, p=self._p))
+            self._block = (block, np.random.default_rng([self.seed, 1, block]).random(_BLOCK))
         return self._block[1]
+
+    def _cdf_at(self, step: int) -> np.ndarray:
+        hit = self.schedule.at(step) if self.schedule is not None else None
+        if hit is None:
+            return self._cdf_base
+        if self._cdf_cache is None or self._cdf_cache[0] != hit[0]:
+            self._cdf_cache = (hit[0], self._cdf(hit[1]))
+        return self._cdf_cache[1]
 
     def _perm(self, domain: str, epoch: int) -> np.ndarray:
         cached = self._perms.get(domain)
@@ -237,7 +312,8 @@ class MixtureSampler:
     def _advance(self) -> tuple[str, int]:
         """Take the next global step: (domain, window number); updates the position."""
         block, offset = divmod(self.step, _BLOCK)
-        domain = self._active[int(self._choices(block)[offset])]
+        u = self._uniforms(block)[offset]
+        domain = self._active[int(np.searchsorted(self._cdf_at(self.step), u, side="right"))]
         epoch, pos = divmod(self.drawn[domain], self.windows[domain])
         window = int(self._perm(domain, epoch)[pos])
         self.drawn[domain] += 1
@@ -267,6 +343,7 @@ class MixtureSampler:
             "split": self.split,
             "weights": dict(self.weights),
             "world_size": self.world_size,
+            "schedule": self.schedule.as_list() if self.schedule is not None else [],
         }
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
@@ -292,6 +369,14 @@ class MixtureSampler:
         self.drawn = {d: int(state["drawn"].get(d, 0)) for d in self.weights}
         self._block = None
         self._perms = {}
+        saved = state.get("schedule") or []
+        if saved:  # a reweighted run: its entries so far (a callback may already hold these and later ones)
+            if self.schedule is None:
+                self.use_schedule(WeightSchedule())
+            assert self.schedule is not None
+            if len(saved) > len(self.schedule.entries):
+                self.schedule.replace(saved)
+        self._cdf_cache = None
 
     def epochs_consumed(self) -> dict[str, float]:
         """Passes over each domain's windows so far (1.0 = every window once; > 1 means repeats)."""

@@ -35,7 +35,9 @@ def train_on_tokens(
     fingerprint: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train on ``mixture`` over the token dirs (merged when several: replay reads them in place)."""
+    """Train on ``mixture`` over the token dirs (merged when several: replay reads them in place); with
+    ``mixture.reweight.enabled`` the weights are updated online (:mod:`lmpipe.mixing.reweight`)."""
+    from lmpipe.mixture import normalize_weights
     from lmpipe.training.data import mixture_samplers, vocab_and_special_ids
     from lmpipe.training.trainer import train
 
@@ -47,7 +49,14 @@ def train_on_tokens(
         "mixture": mixture.model_dump(),
         **(fingerprint or {}),
     }
-    return train(
+    callbacks = []
+    if mixture.reweight.enabled:
+        from lmpipe.mixing import reweight
+
+        weights = normalize_weights(mixture.weights, index.domains("train"), mixture.missing)
+        callbacks.append(reweight.build(mixture.reweight, index, weights, train_cfg.seq_len, train_cfg.batch_size,
+                                        seed))
+    stats = train(
         model_cfg,
         train_cfg,
         mixture_samplers(index, mixture, train_cfg.seq_len, seed),
@@ -60,17 +69,23 @@ def train_on_tokens(
         seed=seed,
         fingerprint=run_id,
         progress=progress,
+        callbacks=callbacks,
     )
+    if callbacks:
+        stats["reweight"] = callbacks[0].summary()
+        if log_dir is not None:
+            stats["reweight"]["plot"] = reweight.plot_weights(callbacks[0].history,
+                                                              Path(log_dir) / "plots" / "mixture_weights.png")
+    return stats
 
 
 def stage_mixture(mixture: MixtureConfig, io: StageIO) -> MixtureConfig:
-    """The mixture the stage trains on: ``mixture.weights``, or the tune stage's winner with ``from_tune``."""
-    if not mixture.from_tune:
-        return mixture
-    if "tuned" not in io:  # dvc.yaml was rendered while from_tune was off: DVC would not rerun on a new winner
-        raise SystemExit("mixture.from_tune is set but dvc.yaml gives pretrain no tuned mixture: "
-                         "run `python -m stages.registry --write` after changing mixture.from_tune")
-    return tuned_mixture(mixture, io.tuned)
+    """The mixture the stage trains on: ``mixture.weights``, or the tune stage's winner with ``from_tune``.
+
+    The stage always depends on the winner's file (``io.tuned``), so the graph does not change with the flag;
+    with the flag off the file is not read, and a new winner reruns the stage only to find its finished
+    checkpoint (the run fingerprint holds the mixture actually trained), so it just re-exports."""
+    return tuned_mixture(mixture, io.tuned) if mixture.from_tune else mixture
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:

@@ -10,7 +10,8 @@ it with :func:`lmpipe.evaluation.heldout_metrics`: the value is the mean bits/by
 Training is seeded, so a trial's value is a function of its params, the seed and the data.
 
 ``tune.method: surrogate`` replaces the TPE study by a RegMix-style regression over proxy runs
-(:mod:`lmpipe.surrogate`), in the same storage and with the same outputs.
+(:mod:`lmpipe.surrogate`), in the same storage and with the same outputs; ``tune.method: pareto`` searches
+target-domain loss against old-domain loss with two objectives (:mod:`lmpipe.mixing.pareto`).
 
 Study (:func:`run_study`): RDB storage (SQLite file by default; a Postgres/MySQL URL lets several workers share
 one study), ``load_if_exists`` so a rerun continues, and trials are added until the study holds ``n_trials``
@@ -106,7 +107,7 @@ def study_fingerprint(cfg: TuneConfig, model: ModelConfig, seed: int, data: str)
     """Hash of everything that defines the objective and the space (not n_trials, storage or sampler knobs)."""
     keep = {"weights", "lr", "targets", "steps", "batch_size", "seq_len", "warmup_steps", "heldout"}
     if cfg.method != "tpe":  # another method's trials are another study (TPE study names stay as they were)
-        keep |= {"method", "surrogate"}
+        keep |= {"method", "surrogate", "pareto"}
     blob = json.dumps([cfg.model_dump(include=keep), model.model_dump(), seed, data], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -408,6 +409,10 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     cfg = p.tune
     seed = cfg.seed if cfg.seed is not None else p.run.seed
     name = f"{cfg.study_name}-{study_fingerprint(cfg, p.model, seed, data_fingerprint(io.tokens, io.heldout))}"
+    if cfg.method == "pareto":  # two objectives: its own study, front and winner
+        from lmpipe.mixing.pareto import run_stage
+
+        return run_stage(p, io, cfg, name, seed)
     objective = MixtureObjective(cfg, p.model, io.tokens, io.heldout, io.tokenizer, seed)
     baseline = current_params(cfg, p.mixture) if cfg.enqueue_current else None
     storage = make_storage(cfg.storage, cfg.heartbeat_s)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from lmpipe.config import MixtureConfig
 
 if TYPE_CHECKING:
-    from lmpipe.mixture import TokenIndex
+    from lmpipe.mixture import TokenIndex, WeightSchedule
 
 
 class WindowSampler(Protocol):
@@ -53,6 +53,10 @@ def mixture_samplers(
 
     def make(split: str) -> WindowSampler:
         if split == "train":
+            if mixture.sampler == "rs2":
+                from lmpipe.mixing.rs2 import RS2Sampler
+
+                return RS2Sampler(index, mixture.weights, seq_len, seed, "train", missing=mixture.missing)
             return MixtureSampler.from_config(index, mixture, seq_len, seed, "train")
         held = {d for d in index.domains(split) if index.tokens(d, split) > seq_len}
         weights = {d: w for d, w in mixture.weights.items() if d in held and w > 0}
@@ -83,14 +87,19 @@ class GlobalBatches(IterableDataset):
         world_size: int = 1,
         resume: dict[str, Any] | None = None,
         split: str = "train",
+        schedule: WeightSchedule | None = None,
     ) -> None:
         self.make_sampler, self.split = make_sampler, split
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.resume = resume
+        self.resume, self.schedule = resume, schedule
         self.states: OrderedDict[int, dict[str, Any]] = OrderedDict()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sampler = self.make_sampler(self.split)
+        if self.schedule is not None:  # online reweighting: weights change at the steps the schedule names
+            if not hasattr(sampler, "use_schedule"):
+                raise ValueError(f"{type(sampler).__name__} has no domain weights to reweight")
+            sampler.use_schedule(self.schedule)
         produced = 0
         if self.resume is not None:
             sampler.load_state_dict(self.resume["sampler"])
@@ -127,6 +136,7 @@ class TokenDataModule(L.LightningDataModule):
         self.make_sampler = make_sampler
         self.batch_size, self.val_batches = batch_size, val_batches
         self.train_batches: GlobalBatches | None = None
+        self.weight_schedule: WeightSchedule | None = None  # set by an online reweighting callback
         self._resume: dict[str, Any] | None = None
         self._val: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -136,7 +146,8 @@ class TokenDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
-        self.train_batches = GlobalBatches(self.make_sampler, self.batch_size, rank, world, self._resume)
+        self.train_batches = GlobalBatches(self.make_sampler, self.batch_size, rank, world, self._resume,
+                                           schedule=self.weight_schedule)
         return DataLoader(self.train_batches, batch_size=None, num_workers=0)
 
     def validation_set(self) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -130,7 +130,9 @@ def train(
     module = CausalLMModule(model, cfg)
     throughput = Throughput(0, flops)
     hooks = StepHooks(dm, ckpt_dir / f"{CKPT_NAME}.ckpt", cfg.val_every, cfg.ckpt_every)
-    trainer = build_trainer(cfg, model, logger, [hooks, throughput, *(callbacks or [])], progress)
+    # extra callbacks run first at each step start: an online reweighting update at step N is then part of the
+    # checkpoint StepHooks saves at N (a resumed run neither repeats nor loses it)
+    trainer = build_trainer(cfg, model, logger, [*(callbacks or []), hooks, throughput], progress)
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * trainer.world_size
     throughput.tokens_per_step = tokens_per_step
 
