@@ -63,8 +63,8 @@ def bench_dedup(texts: list[str], cfg: DedupConfig | None = None) -> dict:
         hasher = MinHasher(cfg.num_perm, cfg.seed, cfg.chunk_shingles)
         sigs = []
         for i in range(0, n, cfg.batch_docs):
-            words = [normalize(t, cfg.normalize).split() for t in texts[i : i + cfg.batch_docs]]
-            sigs.append(hasher.signatures(*shingle_hashes(words, cfg.shingle_size, cfg.seed)))
+            norm = [normalize(t, cfg.normalize) for t in texts[i : i + cfg.batch_docs]]
+            sigs.append(hasher.signatures(*shingle_hashes(norm, cfg.shingle_size, cfg.seed)))
         return np.concatenate(sigs)
 
     def ds_sig(hashfunc=None) -> list:  # noqa: ANN001

@@ -61,7 +61,7 @@ def test_normalize_steps() -> None:
 def test_shingles_count_distinct_ngrams() -> None:
     rng = random.Random(3)
     docs = [[rng.choice("abcdefgh") for _ in range(k)] for k in (0, 1, 3, 5, 6, 40, 200)]
-    hashes, offsets = shingle_hashes(docs, 5)
+    hashes, offsets = shingle_hashes([" ".join(w) for w in docs], 5)
     for d, words in enumerate(docs):
         got = hashes[offsets[d] : offsets[d + 1]]
         assert len(got) == (max(len(words) - 4, 1) if words else 0)
@@ -91,7 +91,7 @@ def test_minhash_estimates_exact_jaccard() -> None:
                 other[i] = rng.choice(vocab)
             pairs.append((base, other))
     docs = [w for pair in pairs for w in pair]
-    sig = hasher.signatures(*shingle_hashes(docs, 5))
+    sig = hasher.signatures(*shingle_hashes([" ".join(w) for w in docs], 5))
     assert sig.shape == (len(docs), NUM_PERM)
     errors, z = [], []
     levels = set()
@@ -114,7 +114,7 @@ def test_minhash_estimates_exact_jaccard() -> None:
 
 def test_minhash_is_deterministic_and_chunk_independent() -> None:
     docs = [f"doc {i} " .split() + ["word"] * (i % 50) + [str(j) for j in range(i)] for i in range(60)]
-    h, off = shingle_hashes(docs, 3)
+    h, off = shingle_hashes([" ".join(w) for w in docs], 3)
     a = MinHasher(64, seed=9, chunk=1 << 15).signatures(h, off)
     b = MinHasher(64, seed=9, chunk=64).signatures(h, off)  # blocks split inside documents
     assert np.array_equal(a, b)
