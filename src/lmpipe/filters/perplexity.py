@@ -18,6 +18,7 @@ from lmpipe.safeio import UnsafeFileError, from_json_array, json_array, load_npz
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 FORMAT = "lmpipe.KneserNeyLM/1"
+_MEMO_MAX = 1 << 20  # memoised lower-order probabilities kept per model (cleared when full)
 
 # Stored as ``perplexity`` when a reference domain is configured (knob: config.PerplexityRules). The
 # ``max_percentile`` knob is not a bound on the score: the filter stage turns it into a per-domain cutoff.
@@ -34,6 +35,7 @@ class KneserNeyLM:
         self.counts: list[dict[tuple[str, ...], int]] = []
         self.ctx_total: list[dict[tuple[str, ...], int]] = []  # context -> sum of counts
         self.ctx_types: list[dict[tuple[str, ...], int]] = []  # context -> number of distinct followers
+        self._memo: dict[tuple[tuple[str, ...], str], float] = {}  # lower-order probabilities (see prob)
 
     def _prep(self, words: list[str]) -> list[str]:
         return [BOS] * (self.order - 1) + [w if w in self.vocab else UNK for w in words] + [EOS]
@@ -57,6 +59,7 @@ class KneserNeyLM:
 
     def _index_contexts(self) -> None:
         """Per-context totals and follower counts, derived from ``counts``."""
+        self._memo = {}
         self.ctx_total, self.ctx_types = [], []
         for table in self.counts:
             tot: defaultdict[tuple[str, ...], int] = defaultdict(int)
@@ -68,15 +71,24 @@ class KneserNeyLM:
             self.ctx_types.append(dict(typ))
 
     def prob(self, ctx: tuple[str, ...], w: str) -> float:
-        p = 1.0 / len(self.vocab)  # uniform base for the unigram level
-        for k in range(len(ctx) + 1):  # from unigram up to the full context
-            h = ctx[len(ctx) - k :] if k else ()
-            total = self.ctx_total[k].get(h)
-            if not total:
-                continue
-            c = self.counts[k].get((*h, w), 0)
-            p = max(c - self.d, 0.0) / total + self.d * self.ctx_types[k][h] / total * p
-        return p
+        """Interpolated from the unigram level up to the full context. The lower-order part (everything below
+        ``ctx``'s own level) is memoised: it depends on one word of context fewer and repeats across a corpus
+        (the same operations in the same order, so the same floats as computing it afresh)."""
+        if ctx:
+            key = (ctx[1:], w)
+            p = self._memo.get(key)
+            if p is None:
+                if len(self._memo) >= _MEMO_MAX:
+                    self._memo.clear()
+                p = self._memo[key] = self.prob(ctx[1:], w)
+        else:
+            p = 1.0 / len(self.vocab)  # uniform base for the unigram level
+        k = len(ctx)
+        total = self.ctx_total[k].get(ctx)
+        if not total:
+            return p
+        c = self.counts[k].get((*ctx, w), 0)
+        return max(c - self.d, 0.0) / total + self.d * self.ctx_types[k][ctx] / total * p
 
     def log_prob(self, words: list[str]) -> tuple[float, int]:
         s = self._prep(words)
@@ -95,11 +107,19 @@ class KneserNeyLM:
         per order k an (m, k) array of word ids with the (m,) counts; the context tables are derived on load."""
         words = sorted({w for table in self.counts for g in table for w in g} | self.vocab)
         wid = {w: i for i, w in enumerate(words)}
-        header = {"format": FORMAT, "order": self.order, "discount": self.d, "min_count": self.min_count,
-                  "words": words, "vocab": sorted(self.vocab)}
+        header = {
+            "format": FORMAT,
+            "order": self.order,
+            "discount": self.d,
+            "min_count": self.min_count,
+            "words": words,
+            "vocab": sorted(self.vocab),
+        }
         arrays = {"header": json_array(header)}
         for k, table in enumerate(self.counts, start=1):
-            arrays[f"grams{k}"] = np.array([[wid[w] for w in g] for g in table], dtype=np.int64).reshape(-1, k)
+            arrays[f"grams{k}"] = np.array([[wid[w] for w in g] for g in table], dtype=np.int64).reshape(
+                -1, k
+            )
             arrays[f"counts{k}"] = np.fromiter(table.values(), dtype=np.int64, count=len(table))
         save_npz(path, arrays)
 
