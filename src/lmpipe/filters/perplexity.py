@@ -58,8 +58,9 @@ class KneserNeyLM:
         return self
 
     def _index_contexts(self) -> None:
-        """Per-context totals and follower counts, derived from ``counts``."""
+        """Per-context totals and follower counts, derived from ``counts``; and their array form (``_tables``)."""
         self._memo = {}
+        self._tables = None
         self.ctx_total, self.ctx_types = [], []
         for table in self.counts:
             tot: defaultdict[tuple[str, ...], int] = defaultdict(int)
@@ -69,6 +70,30 @@ class KneserNeyLM:
                 typ[g[:-1]] += 1
             self.ctx_total.append(dict(tot))
             self.ctx_types.append(dict(typ))
+        words = sorted({w for table in self.counts for g in table for w in g} | self.vocab | {BOS})
+        radix = len(words)
+        if radix**self.order < 1 << 62:  # n-grams as one int64 key each (else log_prob keeps the dict path)
+            self._wid = {w: i for i, w in enumerate(words)}
+            self._radix = radix
+            self._tables = [
+                (*self._sorted(self.ctx_total[k], self.ctx_types[k]), *self._sorted(self.counts[k]))
+                for k in range(self.order)
+            ]
+
+    def _key(self, gram: tuple[str, ...]) -> int:
+        key = 0
+        for w in gram:
+            key = key * self._radix + self._wid[w]
+        return key
+
+    def _sorted(self, *tables: dict[tuple[str, ...], int]) -> tuple[np.ndarray, ...]:
+        """``(keys, values...)`` of dicts with the same n-gram keys, sorted by the int64 key."""
+        keys = np.fromiter((self._key(g) for g in tables[0]), dtype=np.int64, count=len(tables[0]))
+        order = np.argsort(keys)
+        return (
+            keys[order],
+            *(np.fromiter(t.values(), dtype=np.float64, count=len(t))[order] for t in tables),
+        )
 
     def prob(self, ctx: tuple[str, ...], w: str) -> float:
         """Interpolated from the unigram level up to the full context. The lower-order part (everything below
@@ -94,9 +119,30 @@ class KneserNeyLM:
         s = self._prep(words)
         n = self.order
         lp = 0.0
-        for i in range(n - 1, len(s)):
-            lp += math.log(self.prob(tuple(s[i - n + 1 : i]), s[i]))
+        if self._tables is None:
+            for i in range(n - 1, len(s)):
+                lp += math.log(self.prob(tuple(s[i - n + 1 : i]), s[i]))
+            return lp, len(s) - n + 1
+        for p in self._probs(np.fromiter((self._wid[w] for w in s), dtype=np.int64, count=len(s))).tolist():
+            lp += math.log(p)  # summed in order, as prob() would be: the same float
         return lp, len(s) - n + 1
+
+    def _probs(self, ids: np.ndarray) -> np.ndarray:
+        """``prob`` of every word after the first ``order - 1`` (ids), all at once: each level's counts looked
+        up by binary search in sorted int64 keys; the same operations in the same order as ``prob``."""
+        n, r = self.order, self._radix
+        word = ids[n - 1 :]
+        p = np.full(len(word), 1.0 / len(self.vocab))
+        ctx = np.zeros(len(word), dtype=np.int64)
+        for k, (ckeys, ctotal, ctypes, gkeys, gcounts) in enumerate(self._tables):
+            if k:  # extend the context by one word on the left
+                ctx = ctx + ids[n - 1 - k : len(ids) - k] * r ** (k - 1)
+            total, types = _lookup(ckeys, ctx, ctotal, ctypes)
+            (c,) = _lookup(gkeys, ctx * r + word, gcounts)
+            seen = total > 0
+            t = np.where(seen, total, 1.0)
+            p = np.where(seen, np.maximum(c - self.d, 0.0) / t + self.d * types / t * p, p)
+        return p
 
     def perplexity(self, words: list[str]) -> float:
         lp, n = self.log_prob(words)
@@ -137,3 +183,10 @@ class KneserNeyLM:
             lm.counts.append({tuple(words[w] for w in g): c for g, c in zip(grams, counts, strict=True)})
         lm._index_contexts()
         return lm
+
+
+def _lookup(keys: np.ndarray, query: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
+    """``values[i][j]`` where ``keys[j] == query``, else 0, for every query (``keys`` sorted)."""
+    idx = np.minimum(np.searchsorted(keys, query), max(len(keys) - 1, 0))
+    hit = keys[idx] == query if len(keys) else np.zeros(len(query), dtype=bool)
+    return [np.where(hit, v[idx], 0.0) if len(keys) else np.zeros(len(query)) for v in values]
