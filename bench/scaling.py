@@ -3,7 +3,8 @@
 Stages: ``score`` + ``filter`` end to end and ``dedup`` (``bench/_stages.py``, the same code and input form as
 ``bench/filter_dedup.py``). Executors: ``LocalExecutor(n)`` (a fresh process pool per stage pass, so every
 pass pays start-up and model loading) and ``DaskExecutor(n)`` (a ``LocalCluster`` started once, outside the
-timing; its workers keep loaded models between passes). Efficiency with n workers = T(1) / (n * T(n)), from the
+timing; its workers keep loaded models between passes). The peer: datatrove's MinHash dedup with its
+``LocalPipelineExecutor`` at 1 and 2 workers (its four steps, as in ``filter_dedup.py``). Efficiency with n workers = T(1) / (n * T(n)), from the
 median times. Outputs are checked byte-identical across executors. Writes ``bench/results/scaling.json``.
 
     python bench/scaling.py [--per-source 20] [--dedup-docs 2000]
@@ -49,7 +50,7 @@ def main() -> None:
     texts = [t for v in load_texts(args.per_source).values() for t in v]
     dtexts = dedup_part.shared_texts(args.dedup_docs)
     f_in, _ = S.write_inputs(texts, work / "filter-in", shards=4)
-    d_in, _ = S.write_inputs(dtexts, work / "dedup-in", shards=4)
+    d_in, d_peer = S.write_inputs(dtexts, work / "dedup-in", shards=4)
     mb = {
         "score + filter": sum(len(t.encode()) for t in texts) / 1e6,
         "dedup": sum(len(t.encode()) for t in dtexts) / 1e6,
@@ -71,20 +72,22 @@ def main() -> None:
             paths[f"dedup | {name}"] = lambda ex=ex, tag=tag: (
                 S.ours_dedup(d_in, work / f"d-{tag}", ex) is not None and digest(work / f"d-{tag}")
             )
+        for n in (1, 2):
+            paths[f"dedup | datatrove {n}"] = lambda n=n: len(S.datatrove_dedup(d_peer, work / f"dt-{n}", n))
         secs, outs = alternate(paths)
     finally:
         for ex in executors.values():
             ex.close()
     rows, eff, identical = {}, {}, {}
     for stage in mb:
-        for kind in ("local", "dask"):
+        for kind in ("local", "dask") if stage != "dedup" else ("local", "dask", "datatrove"):
             t1 = sorted(secs[f"{stage} | {kind} 1"])[1]
             t2 = sorted(secs[f"{stage} | {kind} 2"])[1]
             eff[f"{stage} | {kind}"] = {
                 "speedup_2_vs_1": round(t1 / t2, 2),
                 "efficiency_2": round(t1 / (2 * t2), 2),
             }
-        for name in executors:
+        for name in [*executors, *(["datatrove 1", "datatrove 2"] if stage == "dedup" else [])]:
             rows[f"{stage} | {name}"] = {"mb_per_s": rate(mb[stage], secs[f"{stage} | {name}"], 3)}
         identical[stage] = len({outs[f"{stage} | {n}"] for n in executors}) == 1
     write_result(
