@@ -63,8 +63,8 @@ def bench_dedup(texts: list[str], cfg: DedupConfig | None = None) -> dict:
         hasher = MinHasher(cfg.num_perm, cfg.seed, cfg.chunk_shingles)
         sigs = []
         for i in range(0, n, cfg.batch_docs):
-            words = [normalize(t, cfg.normalize).split() for t in texts[i : i + cfg.batch_docs]]
-            sigs.append(hasher.signatures(*shingle_hashes(words, cfg.shingle_size, cfg.seed)))
+            norm = [normalize(t, cfg.normalize) for t in texts[i : i + cfg.batch_docs]]
+            sigs.append(hasher.signatures(*shingle_hashes(norm, cfg.shingle_size, cfg.seed)))
         return np.concatenate(sigs)
 
     def ds_sig(hashfunc=None) -> list:  # noqa: ANN001
@@ -142,9 +142,10 @@ def bench_dedup(texts: list[str], cfg: DedupConfig | None = None) -> dict:
     }
 
 
-def shared_texts(docs: int, copies: float = 0.05, seed: int = 0) -> list[str]:
+def shared_texts(docs: int, copies: float = 0.05, seed: int = 0, planted: list | None = None) -> list[str]:
     """WikiText-2 paragraphs, GSM8K records and SymPy files (``docs`` of them, sampled across the three), plus
-    lightly edited copies of ``copies`` of them (the near duplicates to find)."""
+    lightly edited copies of ``copies`` of them (the near duplicates to find); ``planted`` (if given) receives
+    the ``(original, copy)`` index pairs."""
     data = require_shared()
     texts = [
         ln.strip()
@@ -159,11 +160,13 @@ def shared_texts(docs: int, copies: float = 0.05, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     if docs < len(texts):
         texts = rng.sample(texts, docs)
-    for t in rng.sample(texts, int(copies * len(texts))):
-        words = t.split()
+    for k in rng.sample(range(len(texts)), int(copies * len(texts))):
+        words = texts[k].split()
         for i in rng.sample(range(len(words)), max(1, len(words) // 50)):
             words[i] = rng.choice(["the", "a", "of"])
         texts.append(" ".join(words))
+        if planted is not None:
+            planted.append((k, len(texts) - 1))
     return texts
 
 

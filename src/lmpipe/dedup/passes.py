@@ -75,7 +75,7 @@ def sign_shard(task: SignTask) -> dict:
         keys.append(exact_keys(norm))
         lengths.append(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
         empty.append(np.fromiter((not t for t in norm), dtype=bool, count=len(norm)))
-        hashes, offsets = shingle_hashes([t.split() for t in norm], cfg.shingle_size, cfg.seed)
+        hashes, offsets = shingle_hashes(norm, cfg.shingle_size, cfg.seed)
         sigs.append(hasher.signatures(hashes, offsets))
     n = sum(len(k) for k in keys)
     sig = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), np.uint32)
@@ -164,8 +164,8 @@ def _exact_jaccard(shards: list[str], offsets: np.ndarray, a: np.ndarray, b: np.
     for s in np.unique(shard_of):
         local = need[shard_of == s] - offsets[s]
         texts = pq.read_table(shards[s], columns=["text"]).column("text").take(pa.array(local)).to_pylist()
-        words = [normalize(t or "", cfg.normalize).split() for t in texts]
-        hashes, offs = shingle_hashes(words, cfg.shingle_size, cfg.seed)
+        norm = [normalize(t or "", cfg.normalize) for t in texts]
+        hashes, offs = shingle_hashes(norm, cfg.shingle_size, cfg.seed)
         for i, row in enumerate(local + offsets[s]):
             sets[int(row)] = np.unique(hashes[offs[i] : offs[i + 1]])
     out = np.empty(len(a))

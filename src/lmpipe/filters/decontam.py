@@ -26,8 +26,10 @@ class EvalIndex:
         self.ngram, self.min_ngram = ngram, min_ngram
         self.grams: dict[int, dict[tuple[str, ...], str]] = {}  # length -> n-gram -> eval item id
         self.items = 0
+        self._firsts: dict[int, frozenset[str]] = {}  # length -> first words of its n-grams (built by match)
 
     def add(self, item_id: str, text: str) -> None:
+        self._firsts.clear()
         words = normalize_words(text)
         if len(words) < self.min_ngram:
             return
@@ -56,7 +58,11 @@ class EvalIndex:
         for n, table in self.grams.items():
             found: set[tuple[str, ...]] = set()
             pos = -1
-            for i, g in enumerate(zip(*(words[k:] for k in range(n)), strict=False)):
+            firsts = self._firsts.get(n)
+            if firsts is None:
+                firsts = self._firsts[n] = frozenset(g[0] for g in table)
+            for i in (i for i, w in enumerate(words[: len(words) - n + 1]) if w in firsts):  # cheap pre-check
+                g = tuple(words[i : i + n])
                 if g in table:
                     if pos < 0:
                         pos = i

@@ -242,8 +242,13 @@ def non_symbol_words(words: list[str]) -> list[str]:
 
 def normalize_words(text: str) -> list[str]:
     """Lower-cased alphanumeric words, accents folded: the form used for n-gram overlap (decontamination)."""
+    if text.isascii():  # NFKD and the combining-mark filter leave ASCII as is: skip the per-character pass
+        return _ALNUM.findall(text.lower())
     text = unicodedata.normalize("NFKD", text.lower())
-    return re.findall(r"[^\W_]+", "".join(c for c in text if not unicodedata.combining(c)))
+    return _ALNUM.findall("".join(c for c in text if not unicodedata.combining(c)))
+
+
+_ALNUM = re.compile(r"[^\W_]+")
 
 
 PARAGRAPH_SPLIT = re.compile(r"\n{2,}")

@@ -45,6 +45,7 @@ class WordList:
         phrases.discard(())
         self.max_len = max((len(p) for p in phrases), default=1)
         self.phrases = phrases
+        self.first_words = frozenset(p[0] for p in phrases)  # most words start no phrase: one lookup each
         self.symbols = sorted({t for t in terms if not normalize_words(t)})
         self.source = source
 
@@ -62,7 +63,11 @@ class WordList:
         """Occurrences of listed terms in already-normalised ``words`` (longest phrase first, no overlaps),
         plus the symbol-only terms found in ``text`` when given."""
         n, i, hits = len(words), 0, 0
+        first = self.first_words
         while i < n:
+            if words[i] not in first:
+                i += 1
+                continue
             for k in range(min(self.max_len, n - i), 0, -1):
                 if tuple(words[i : i + k]) in self.phrases:
                     hits += 1
