@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmpipe.conditioning.config import MetaConfig
 from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
 from lmpipe.documents import sha256_file
 from lmpipe.mixture import INDEX, TokenIndex, tuned_mixture
@@ -34,8 +35,10 @@ def train_on_tokens(
     export_dir: str | Path | None,
     fingerprint: dict[str, Any] | None = None,
     progress: bool = True,
+    meco: MetaConfig | None = None,
 ) -> dict[str, Any]:
-    """Train on ``mixture`` over the token dirs (merged when several: replay reads them in place)."""
+    """Train on ``mixture`` over the token dirs (merged when several: replay reads them in place); with
+    ``meco``, on the metadata-prefixed documents for its fraction of the tokens, then on plain ones."""
     from lmpipe.training.data import mixture_samplers, vocab_and_special_ids
     from lmpipe.training.trainer import train
 
@@ -47,10 +50,20 @@ def train_on_tokens(
         "mixture": mixture.model_dump(),
         **(fingerprint or {}),
     }
+    meco_windows = None
+    if meco is not None:
+        from lmpipe.conditioning.meco import boundary_windows
+
+        if not isinstance(train_cfg.devices, int):
+            raise ValueError("condition.meco needs train.devices as a number (the cooldown boundary counts windows "
+                             "of all devices)")
+        meco_windows = boundary_windows(meco.fraction, train_cfg.max_steps, train_cfg.batch_size,
+                                        train_cfg.grad_accum, train_cfg.devices * train_cfg.num_nodes)
+        run_id["meco"] = {**meco.model_dump(), "windows": meco_windows}
     return train(
         model_cfg,
         train_cfg,
-        mixture_samplers(index, mixture, train_cfg.seq_len, seed),
+        mixture_samplers(index, mixture, train_cfg.seq_len, seed, meco_windows),
         vocab_size=vocab_size,
         ckpt_dir=ckpt_dir,
         log_dir=log_dir,
@@ -76,7 +89,10 @@ def stage_mixture(mixture: MixtureConfig, io: StageIO) -> MixtureConfig:
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     seed = p.train.seed if p.train.seed is not None else p.run.seed
     mixture = stage_mixture(p.mixture, io)
+    meco = p.condition.meco if p.condition.meco.enabled else None
     stats = train_on_tokens(p.model, p.train, mixture, [io.tokens], io.tokenizer, seed=seed,
-                            ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)
+                            ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out, meco=meco)
+    if meco is not None:
+        stats["meco"] = {"fraction": meco.fraction, "template": meco.template}
     return {**stats, "mixture": {d: round(w, 6) for d, w in sorted(mixture.weights.items())},
             "mixture_from_tune": mixture.from_tune}
