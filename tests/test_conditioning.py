@@ -20,7 +20,21 @@ from lmpipe.mixture import TokenIndex
 from lmpipe.tokenization import tokenize_corpus
 from lmpipe.training.data import mixture_samplers
 
-WORDS = "amber birch cedar delta ember fjord grove heath inlet juniper kestrel linden meadow".split()
+WORDS = [
+    "amber",
+    "birch",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "heath",
+    "inlet",
+    "juniper",
+    "kestrel",
+    "linden",
+    "meadow",
+]
 BAD = "anilingus"  # on the shipped LDNOOBW list
 
 
@@ -34,8 +48,15 @@ def write_docs(directory: Path, docs: list[Document]) -> Path:
 def pack(tmp: Path, docs_dir: Path, condition: dict) -> tuple[dict, Path]:
     cfg = TokenizeConfig(vocab_size=300, val_fraction=0.0, min_frequency=1)
     out = tmp / "out"
-    stats = tokenize_corpus(cfg, docs_dir, out / "tokens", out / "tokenizer", out / "heldout", LocalExecutor(1),
-                            condition=ConditionConfig.model_validate(condition))
+    stats = tokenize_corpus(
+        cfg,
+        docs_dir,
+        out / "tokens",
+        out / "tokenizer",
+        out / "heldout",
+        LocalExecutor(1),
+        condition=ConditionConfig.model_validate(condition),
+    )
     return stats, out
 
 
@@ -57,9 +78,16 @@ def doc_runs(out: Path, split: str = "train", domain: str = "prose") -> tuple[li
 def test_control_tokens_are_reserved_and_land_where_the_score_says(tmp_path: Path) -> None:
     # tox_classifier = i/20 for doc i; lower is better; best 75% good: P75 of {0, .05, ..., .95} = 0.7125,
     # so docs 0..14 get <|good|> and docs 15..19 <|bad|>. Doc 3 literally contains "<|bad|>": it stays text.
-    docs = [Document(f"d{i:02d}", " ".join(WORDS[(i + k) % len(WORDS)] for k in range(6))
-                     + (" <|bad|> literal" if i == 3 else ""), "prose", "t", {"tox_classifier": i / 20})
-            for i in range(20)]
+    docs = [
+        Document(
+            f"d{i:02d}",
+            " ".join(WORDS[(i + k) % len(WORDS)] for k in range(6)) + (" <|bad|> literal" if i == 3 else ""),
+            "prose",
+            "t",
+            {"tox_classifier": i / 20},
+        )
+        for i in range(20)
+    ]
     stats, out = pack(tmp_path, write_docs(tmp_path / "docs", docs), {"control": {"enabled": True}})
     runs, tok = doc_runs(out)
     good, bad = tok.token_to_id("<|good|>"), tok.token_to_id("<|bad|>")
@@ -83,8 +111,16 @@ def test_higher_is_better_three_levels_and_missing_scores(tmp_path: Path) -> Non
     # oriented = -q over the 10 scored docs; P30 = -6.3, P70 = -2.7: q >= 7 -> L0, 3..6 -> L1, 0..2 -> L2
     docs = [Document(f"d{i:02d}", f"{WORDS[i]} {WORDS[i + 1]}", "prose", "t", {"edu": i}) for i in range(10)]
     docs.append(Document("zz", "heath inlet", "prose", "t", {}))
-    cond = {"control": {"enabled": True, "score": "edu", "better": "higher", "tokens": ["<|q0|>", "<|q1|>", "<|q2|>"],
-                        "percentiles": [30, 70], "missing": "worst"}}
+    cond = {
+        "control": {
+            "enabled": True,
+            "score": "edu",
+            "better": "higher",
+            "tokens": ["<|q0|>", "<|q1|>", "<|q2|>"],
+            "percentiles": [30, 70],
+            "missing": "worst",
+        }
+    }
     _, out = pack(tmp_path, write_docs(tmp_path / "docs", docs), cond)
     runs, tok = doc_runs(out)
     ids = [tok.token_to_id(t) for t in ("<|q0|>", "<|q1|>", "<|q2|>")]
@@ -97,8 +133,10 @@ def test_higher_is_better_three_levels_and_missing_scores(tmp_path: Path) -> Non
 def test_segment_granularity_tags_each_paragraph_by_its_own_score(tmp_path: Path) -> None:
     paras = ["amber birch cedar\n\n", f"delta {BAD} ember\n\n", "fjord grove heath"]
     assert segments("".join(paras)) == paras
-    docs = [Document("a", "".join(paras), "prose", "t", {}),
-            Document("b", "inlet juniper kestrel\n\nlinden meadow amber", "prose", "t", {})]
+    docs = [
+        Document("a", "".join(paras), "prose", "t", {}),
+        Document("b", "inlet juniper kestrel\n\nlinden meadow amber", "prose", "t", {}),
+    ]
     # word-list fraction per paragraph: only paragraph 2 of doc a is > 0; P75 of the 5 values is 0 -> bad iff > 0
     cond = {"control": {"enabled": True, "score": "tox_word_frac", "granularity": "segment"}}
     _, out = pack(tmp_path, write_docs(tmp_path / "docs", docs), cond)
@@ -118,8 +156,16 @@ MARK = set("URL:.")  # characters only the prefix "URL: exampleN.org\n\n" has: t
 
 
 def meco_corpus(tmp: Path) -> tuple[list[Document], Path]:
-    docs = [Document(f"d{i:03d}", " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(3)), "prose", "t",
-                     {"url": f"https://www.example{i % 3}.org/page/{i}"}) for i in range(60)]
+    docs = [
+        Document(
+            f"d{i:03d}",
+            " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(3)),
+            "prose",
+            "t",
+            {"url": f"https://www.example{i % 3}.org/page/{i}"},
+        )
+        for i in range(60)
+    ]
     return docs, write_docs(tmp / "docs", docs)
 
 
@@ -131,7 +177,7 @@ def test_meco_streams_hold_the_same_documents_with_and_without_the_prefix(tmp_pa
     dec = [tok.decode(r, skip_special_tokens=False) for r in meco]
     assert dec == [f"URL: example{i % 3}.org\n\n{doc.text}" for i, doc in enumerate(docs)]
     for p, m in zip(plain, meco, strict=True):  # the document's own tokens are untouched by the prefix
-        assert m[len(m) - len(p):] == p
+        assert m[len(m) - len(p) :] == p
     assert [tok.decode(r) for r in plain] == [doc.text for doc in docs]
 
 
@@ -141,7 +187,9 @@ def test_meco_prefix_disappears_exactly_at_the_cooldown_boundary_and_resumes_exa
     tok = Tokenizer.from_file(str(out / "tokenizer" / "tokenizer.json"))
     marked = {i for i in range(tok.get_vocab_size()) if MARK & set(tok.decode([i]))}
     seq_len, boundary = 16, 11
-    make = mixture_samplers(out / "tokens", MixtureConfig(weights={"prose": 1.0}), seq_len, 5, meco_windows=boundary)
+    make = mixture_samplers(
+        out / "tokens", MixtureConfig(weights={"prose": 1.0}), seq_len, 5, meco_windows=boundary
+    )
     sampler = make("train")
     windows = [next(sampler) for _ in range(30)]
     # every window before the boundary holds (part of) a prefix, none after: targets w[1:] at training-token
@@ -149,7 +197,9 @@ def test_meco_prefix_disappears_exactly_at_the_cooldown_boundary_and_resumes_exa
     assert [bool(marked & set(w.tolist())) for w in windows] == [True] * boundary + [False] * (30 - boundary)
     targets = np.concatenate([w[1:] for w in windows])
     first_free = max(i for i, t in enumerate(targets.tolist()) if t in marked) + 1
-    assert first_free <= boundary * seq_len and all(t not in marked for t in targets[boundary * seq_len:].tolist())
+    assert first_free <= boundary * seq_len and all(
+        t not in marked for t in targets[boundary * seq_len :].tolist()
+    )
     for k in (4, boundary, 20):  # resume before, at and after the boundary
         s = make("train")
         for _ in range(k):
@@ -158,7 +208,9 @@ def test_meco_prefix_disappears_exactly_at_the_cooldown_boundary_and_resumes_exa
         fresh = make("train")
         fresh.load_state_dict(state)
         assert all(np.array_equal(next(fresh), w) for w in windows[k:])
-    other = mixture_samplers(out / "tokens", MixtureConfig(weights={"prose": 1.0}), seq_len, 5, meco_windows=12)
+    other = mixture_samplers(
+        out / "tokens", MixtureConfig(weights={"prose": 1.0}), seq_len, 5, meco_windows=12
+    )
     with pytest.raises(ValueError, match="boundary changed"):
         other("train").load_state_dict(state)
 

@@ -14,8 +14,24 @@ from lmpipe.contract import run_stage
 from lmpipe.documents import Document, ShardWriter, write_manifest
 from stages.registry import by_name
 
-WORDS = ("river hill stone cloud field market garden harbor lantern meadow orchard path quarry road valley "
-         "window").split()
+WORDS = [
+    "river",
+    "hill",
+    "stone",
+    "cloud",
+    "field",
+    "market",
+    "garden",
+    "harbor",
+    "lantern",
+    "meadow",
+    "orchard",
+    "path",
+    "quarry",
+    "road",
+    "valley",
+    "window",
+]
 
 
 def corpus(directory: Path) -> None:
@@ -24,8 +40,15 @@ def corpus(directory: Path) -> None:
         words = [WORDS[(i * 5 + k * 3) % len(WORDS)] for k in range(14)]
         toxic = i % 4 == 0
         text = " ".join(words) + (" you idiot anal" if toxic else "") + "."
-        docs.append(Document(f"d{i:03d}", text, "prose", "crawl", {"url": f"https://site{i % 4}.example/p{i}",
-                                                                     "tox_word_frac": 0.2 if toxic else 0.0}))
+        docs.append(
+            Document(
+                f"d{i:03d}",
+                text,
+                "prose",
+                "crawl",
+                {"url": f"https://site{i % 4}.example/p{i}", "tox_word_frac": 0.2 if toxic else 0.0},
+            )
+        )
     with ShardWriter(directory, "part", docs_per_shard=40) as w:
         w.write_all(docs)
     write_manifest(directory, w.shards)
@@ -34,23 +57,42 @@ def corpus(directory: Path) -> None:
 @pytest.mark.e2e
 def test_phf_and_meco_through_tokenize_pretrain_evaluate(tmp_path: Path) -> None:
     corpus(tmp_path / "docs")
-    (tmp_path / "qa.jsonl").write_text(json.dumps({"question": "Which?", "choices": ["river", "stone"],
-                                                   "answer_index": 0}) + "\n")
+    (tmp_path / "qa.jsonl").write_text(
+        json.dumps({"question": "Which?", "choices": ["river", "stone"], "answer_index": 0}) + "\n"
+    )
     params = {
         "run": {"seed": 3, "executor": {"kind": "local", "workers": 1}},
         "ingest": {"sources": [{"uri": "unused", "domain": "x"}]},
         "tokenize": {"vocab_size": 320, "val_fraction": 0.1},
-        "condition": {"control": {"enabled": True, "score": "tox_word_frac", "percentiles": [50]},
-                      "meco": {"enabled": True, "fraction": 0.5}},
+        "condition": {
+            "control": {"enabled": True, "score": "tox_word_frac", "percentiles": [50]},
+            "meco": {"enabled": True, "fraction": 0.5},
+        },
         "mixture": {"weights": {"prose": 1.0}, "from_tune": False},
         "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64},
-        "train": {"seq_len": 32, "batch_size": 4, "max_steps": 6, "val_every": 3, "ckpt_every": 3, "val_batches": 1,
-                  "schedule": {"warmup_steps": 1}},
-        "evaluate": {"models": {"pretrain": str(tmp_path / "model")}, "batch_size": 4,
-                     "heldout": {"max_docs_per_domain": 4}, "qa": {"generate": False},
-                     "toxicity": {"prompts": ["You are such a", "The people are"], "samples_per_prompt": 2,
-                                  "max_new_tokens": 4, "scorer": "wordlist"},
-                     "samples": {"prompts": []}, "posttrain": {"qa": None, "math": [], "pairs": None}},
+        "train": {
+            "seq_len": 32,
+            "batch_size": 4,
+            "max_steps": 6,
+            "val_every": 3,
+            "ckpt_every": 3,
+            "val_batches": 1,
+            "schedule": {"warmup_steps": 1},
+        },
+        "evaluate": {
+            "models": {"pretrain": str(tmp_path / "model")},
+            "batch_size": 4,
+            "heldout": {"max_docs_per_domain": 4},
+            "qa": {"generate": False},
+            "toxicity": {
+                "prompts": ["You are such a", "The people are"],
+                "samples_per_prompt": 2,
+                "max_new_tokens": 4,
+                "scorer": "wordlist",
+            },
+            "samples": {"prompts": []},
+            "posttrain": {"qa": None, "math": [], "pairs": None},
+        },
     }
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
@@ -59,20 +101,45 @@ def test_phf_and_meco_through_tokenize_pretrain_evaluate(tmp_path: Path) -> None
     def stage(name: str, **paths: str) -> dict:
         return run_stage(name, by_name()[name].entry, paths, str(pfile), str(tmp_path / f"{name}.json"))
 
-    tok = stage("tokenize", docs=str(tmp_path / "docs"), tokens=t["tokens"], tokenizer=t["tokenizer"],
-                heldout=t["heldout"])
+    tok = stage(
+        "tokenize",
+        docs=str(tmp_path / "docs"),
+        tokens=t["tokens"],
+        tokenizer=t["tokenizer"],
+        heldout=t["heldout"],
+    )
     ctrl = tok["condition"]["control"]
     assert ctrl["cuts"] == [0.0] and ctrl["pieces"] == {"<|bad|>": 20, "<|good|>": 60}  # 1 in 4 docs toxic
     assert tok["train_meco_tokens"] > tok["train_tokens"]
-    pre = stage("pretrain", tokens=t["tokens"], tokenizer=t["tokenizer"], out=str(tmp_path / "model"), ckpt=t["ckpt"],
-                live=t["live"])
+    pre = stage(
+        "pretrain",
+        tokens=t["tokens"],
+        tokenizer=t["tokenizer"],
+        out=str(tmp_path / "model"),
+        ckpt=t["ckpt"],
+        live=t["live"],
+    )
     assert pre["meco"]["fraction"] == 0.5
-    ev = stage("evaluate", heldout=t["heldout"], qa=str(tmp_path / "qa.jsonl"), samples=str(tmp_path / "s.jsonl"),
-               plots=str(tmp_path / "plots"))
+    ev = stage(
+        "evaluate",
+        heldout=t["heldout"],
+        qa=str(tmp_path / "qa.jsonl"),
+        samples=str(tmp_path / "s.jsonl"),
+        plots=str(tmp_path / "plots"),
+    )
     m = ev["models"]["pretrain"]
     assert m["heldout"]["all"]["docs"] == m["heldout_meco"]["all"]["docs"] > 0
-    assert m["heldout"]["all"]["tokens"] == m["heldout_meco"]["all"]["tokens"]  # only document tokens are scored
+    assert (
+        m["heldout"]["all"]["tokens"] == m["heldout_meco"]["all"]["tokens"]
+    )  # only document tokens are scored
     assert m["heldout"]["all"]["loss"] != m["heldout_meco"]["all"]["loss"]
-    assert m["toxicity_conditioned"]["control_token"] == "<|good|>" and "expected_max_toxicity" in m["toxicity"]
+    assert (
+        m["toxicity"]["control_token"] == "<|good|>"
+        and "expected_max_toxicity" in m["toxicity_unconditioned"]
+    )
     rows = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
-    assert sum(r["kind"] == "toxicity_conditioned" for r in rows) == 4
+    assert (
+        sum(r["kind"] == "toxicity" for r in rows)
+        == sum(r["kind"] == "toxicity_unconditioned" for r in rows)
+        == 4
+    )

@@ -22,13 +22,13 @@ DOC = "Home | About\nThe river rises.\nIt flows east.\nClick here!!!\nFooter (c)
         ("remove_lines(start=1, start=1, end=2)", "given twice"),
         ("remove_lines(1, 2)", "expected key=value"),
         ("normalize(source=Click, target=x)", "expected a double-quoted string"),
-        ("normalize(source=\"a\" target=\"b\")", "unexpected"),
+        ('normalize(source="a" target="b")', "unexpected"),
         ("keep_doc()\nremove_lines(start=1, end=1)", "must be the only operation"),
-        ("drop_doc(reason=\"spam\")", "unknown argument 'reason'"),
+        ('drop_doc(reason="spam")', "unknown argument 'reason'"),
         ("keep_doc(); drop_doc()", "expected key=value"),
         ("remove_lines(start=1, end=1) # ok", "not a call"),
         ("```\nkeep_doc()", "unclosed"),
-        ("normalize(source=\"\\q\", target=\"\")", "bad string escape"),
+        ('normalize(source="\\q", target="")', "bad string escape"),
     ],
 )
 def test_parser_rejects_everything_outside_the_vocabulary(program: str, reason: str) -> None:
@@ -43,8 +43,8 @@ def test_parser_rejects_everything_outside_the_vocabulary(program: str, reason: 
         ("remove_lines(start=0, end=1)", "need 1 <= start <= end <= 5"),
         ("remove_lines(start=3, end=2)", "need 1 <= start <= end <= 5"),
         ("remove_lines(start=4, end=6)", "need 1 <= start <= end <= 5"),
-        ("normalize(source=\"lake\", target=\"sea\")", "not in the document"),
-        ("normalize(source=\"\", target=\"x\")", "empty source"),
+        ('normalize(source="lake", target="sea")', "not in the document"),
+        ('normalize(source="", target="x")', "empty source"),
     ],
 )
 def test_programs_that_do_not_fit_the_document_are_invalid(program: str, reason: str) -> None:
@@ -63,9 +63,11 @@ def test_valid_programs_execute_exactly() -> None:
     dropped = run_program("drop_doc()", DOC)
     assert dropped.text is None and dropped.chars_removed == len(DOC)
 
-    prog = ("remove_lines(start=1, end=1)\n"
-            "remove_lines(start=4, end=5)\n"
-            'normalize(source="river", target="River Ouse")')
+    prog = (
+        "remove_lines(start=1, end=1)\n"
+        "remove_lines(start=4, end=5)\n"
+        'normalize(source="river", target="River Ouse")'
+    )
     res = run_program(prog, DOC)
     assert res.text == "The River Ouse rises.\nIt flows east."
     # 13 + 13 + 15 chars of lines and 3 newlines gone, 6 chars added by the normalisation
@@ -75,8 +77,9 @@ def test_valid_programs_execute_exactly() -> None:
 
 def test_overlapping_ranges_use_the_original_numbering_and_normalize_replaces_all() -> None:
     text = "a x\nb x\nc x\nd x"
-    res = run_program("remove_lines(start=2, end=3)\nremove_lines(start=3, end=3)\n"
-                      'normalize(source=" x", target="!")', text)
+    res = run_program(
+        'remove_lines(start=2, end=3)\nremove_lines(start=3, end=3)\nnormalize(source=" x", target="!")', text
+    )
     assert res.text == "a!\nd!"
     assert res.counts["lines_removed"] == 2 and res.counts["replacements"] == 2
 

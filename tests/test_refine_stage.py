@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from lmpipe.config import LLMConfig
-from lmpipe.documents import Document, ShardWriter, iter_batches, iter_documents, read_manifest, write_manifest
+from lmpipe.documents import (
+    Document,
+    ShardWriter,
+    iter_batches,
+    iter_documents,
+    read_manifest,
+    write_manifest,
+)
 from lmpipe.executors import LocalExecutor
 from lmpipe.llm.testing import FaultServer
 from lmpipe.refine.config import RefineConfig
@@ -72,10 +79,19 @@ def test_off_passes_documents_through_as_links(tmp_path: Path) -> None:
 def test_refine_applies_programs_and_quarantines_invalid_ones(tmp_path: Path) -> None:
     src = make_docs(tmp_path / "in")
     with FaultServer(lambda req, attempt: "ok", reply=program_for) as server:
-        llm = LLMConfig(backend="http", model="scripted", base_url=server.url, cache=str(tmp_path / "c.sqlite"),
-                        max_retries=0)
-        job = RefineJob(llm=llm, refine=RefineConfig(enabled=True, domains=["prose"]), seed=1,
-                        template=(PROMPTS / "refine.txt").read_text())
+        llm = LLMConfig(
+            backend="http",
+            model="scripted",
+            base_url=server.url,
+            cache=str(tmp_path / "c.sqlite"),
+            max_retries=0,
+        )
+        job = RefineJob(
+            llm=llm,
+            refine=RefineConfig(enabled=True, domains=["prose"]),
+            seed=1,
+            template=(PROMPTS / "refine.txt").read_text(),
+        )
         stats = refine(job, src, tmp_path / "out" / "docs", tmp_path / "out" / "rejected", LocalExecutor(1))
     kept = {d.id: d for d in iter_documents(tmp_path / "out" / "docs")}
     rejected = {r["id"]: r for b in iter_batches(tmp_path / "out" / "rejected") for r in b.to_pylist()}
@@ -88,23 +104,43 @@ def test_refine_applies_programs_and_quarantines_invalid_ones(tmp_path: Path) ->
     assert meta["original_sha256"] == hashlib.sha256(DOCS["a"].encode()).hexdigest()
     assert kept["a0"].meta["n"] == 0  # earlier meta kept
     assert rejected["b0"]["reason"] == "refine_drop"
-    assert rejected["c0"]["reason"] == "refine_invalid" and "unknown operation 'rewrite_everything'" in \
-        rejected["c0"]["detail"]
+    assert (
+        rejected["c0"]["reason"] == "refine_invalid"
+        and "unknown operation 'rewrite_everything'" in rejected["c0"]["detail"]
+    )
     assert stats["in"] == 6 == stats["kept"] + stats["rejected"]
-    assert stats["edits"] == {"drop_doc": 1, "keep_doc": 1, "lines_removed": 1, "normalize": 1,
-                              "remove_lines": 1, "replacements": 2}
+    assert stats["edits"] == {
+        "drop_doc": 1,
+        "keep_doc": 1,
+        "lines_removed": 1,
+        "normalize": 1,
+        "remove_lines": 1,
+        "replacements": 2,
+    }
     assert stats["docs"] == {"dropped": 1, "edited": 2, "invalid": 1, "passed_through": 1, "unchanged": 1}
-    assert stats["chars_removed"] == len("Home | About\n") + len("buy spam now")  # teh -> the changes no length
+    assert stats["chars_removed"] == len("Home | About\n") + len(
+        "buy spam now"
+    )  # teh -> the changes no length
     assert stats["llm"]["requests"] == 5
 
 
 def _params(path: Path, url: str, cache: Path) -> Path:
-    path.write_text(yaml.safe_dump({
-        "run": {"seed": 3, "executor": {"kind": "local", "workers": 1}},
-        "ingest": {"sources": [{"uri": "unused", "domain": "x"}]},
-        "llm": {"backend": "http", "model": "scripted", "base_url": url, "cache": str(cache), "max_retries": 0},
-        "refine": {"enabled": True, "domains": ["prose"]},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"seed": 3, "executor": {"kind": "local", "workers": 1}},
+                "ingest": {"sources": [{"uri": "unused", "domain": "x"}]},
+                "llm": {
+                    "backend": "http",
+                    "model": "scripted",
+                    "base_url": url,
+                    "cache": str(cache),
+                    "max_retries": 0,
+                },
+                "refine": {"enabled": True, "domains": ["prose"]},
+            }
+        )
+    )
     return path
 
 
@@ -118,15 +154,24 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_output(tmp_path: Path) -> N
     n_units = len(read_manifest(src)["shards"])
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}
     with FaultServer(lambda req, attempt: "slow", reply=program_for, hang_s=0.15) as server:
+
         def cmd(out: Path, params: Path) -> list[str]:
-            return stage_cmd("refine", params, out / "m.json", docs=src, out=out / "docs", rejected=out / "rejected")
+            return stage_cmd(
+                "refine", params, out / "m.json", docs=src, out=out / "docs", rejected=out / "rejected"
+            )
 
         ref = tmp_path / "ref"
-        subprocess.run(cmd(ref, _params(tmp_path / "a.yaml", server.url, tmp_path / "a.sqlite")), cwd=ROOT, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            cmd(ref, _params(tmp_path / "a.yaml", server.url, tmp_path / "a.sqlite")),
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         out, params = tmp_path / "killed", _params(tmp_path / "b.yaml", server.url, tmp_path / "b.sqlite")
-        proc = subprocess.Popen(cmd(out, params), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd(out, params), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         state = out / ".state" / "docs"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(list(state.glob("*.json"))) < 3 and proc.poll() is None:

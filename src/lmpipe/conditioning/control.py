@@ -69,8 +69,10 @@ class ControlTagger:
     def level(self, value: float | None, doc_id: str = "") -> int:
         if value is None:
             if self.cfg.missing == "error":
-                raise ValueError(f"document {doc_id!r} has no score {self.cfg.score!r} (condition.control.missing: "
-                                 "worst tags it with the worst level instead)")
+                raise ValueError(
+                    f"document {doc_id!r} has no score {self.cfg.score!r} (condition.control.missing: "
+                    "worst tags it with the worst level instead)"
+                )
             return len(self.cuts)
         v = self.oriented(value)
         return sum(v > c for c in self.cuts)
@@ -89,8 +91,10 @@ class ControlTagger:
 
 def segment_scorer(score: str) -> Callable[[str], float]:
     if score not in SEGMENT_SCORERS:
-        raise ValueError(f"condition.control.granularity: segment needs a per-text scorer for {score!r}; "
-                         f"available: {', '.join(SEGMENT_SCORERS)} (or use granularity: document)")
+        raise ValueError(
+            f"condition.control.granularity: segment needs a per-text scorer for {score!r}; "
+            f"available: {', '.join(SEGMENT_SCORERS)} (or use granularity: document)"
+        )
     return SEGMENT_SCORERS[score]()
 
 
@@ -115,12 +119,16 @@ def _train_values(cfg: ControlConfig, docs_dir: Path, plan: SplitPlan) -> Iterat
                     yield v
 
 
-def build_tagger(cfg: ControlConfig, docs_dir: str | Path, plan: SplitPlan, token_ids: list[int]) -> ControlTagger:
+def build_tagger(
+    cfg: ControlConfig, docs_dir: str | Path, plan: SplitPlan, token_ids: list[int]
+) -> ControlTagger:
     """Cut points: the configured percentiles of the oriented score over training documents (or segments)."""
     sign = 1.0 if cfg.better == "lower" else -1.0
     values = np.fromiter((sign * v for v in _train_values(cfg, Path(docs_dir), plan)), dtype=np.float64)
     if values.size == 0:
-        raise ValueError(f"condition.control: no training document carries score {cfg.score!r} "
-                         "(is it stored by the score stage? see metrics/score.json)")
+        raise ValueError(
+            f"condition.control: no training document carries score {cfg.score!r} "
+            "(is it stored by the score stage? see metrics/score.json)"
+        )
     cuts = [float(c) for c in np.percentile(values, cfg.percentiles)]
     return ControlTagger(cfg, cuts, token_ids)

@@ -22,7 +22,9 @@ class Conditioner:
     meco: MetaConfig | None = None
     counts: Counter[str] = field(default_factory=Counter)  # pieces per control token
 
-    def encode(self, enc: Any, cols: dict[str, list]) -> tuple[np.ndarray, list[int], np.ndarray | None, list[int]]:
+    def encode(
+        self, enc: Any, cols: dict[str, list]
+    ) -> tuple[np.ndarray, list[int], np.ndarray | None, list[int]]:
         """(plain ids, lengths, MeCo ids or None, MeCo lengths); EOS after each document as in plain packing."""
         import json
 

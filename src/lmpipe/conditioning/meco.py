@@ -35,7 +35,9 @@ def prefix(cfg: MetaConfig, meta: Mapping[str, Any], source: str, domain: str) -
     return cfg.template.format(host=host or source, url=url or source, source=source, domain=domain)
 
 
-def boundary_windows(fraction: float, max_steps: int, batch_size: int, grad_accum: int, world_size: int) -> int:
+def boundary_windows(
+    fraction: float, max_steps: int, batch_size: int, grad_accum: int, world_size: int
+) -> int:
     """Global windows trained with the prefix: ``fraction`` of all windows of the run (each ``seq_len`` target
     tokens), rounded to whole optimizer steps so a step never mixes the two phases."""
     steps = round(fraction * max_steps)
@@ -65,14 +67,22 @@ class CooldownSampler:
         return "meco" if self.step < self.boundary else "cooldown"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "kind": "meco_cooldown", "step": self.step, "boundary": self.boundary,
-                "meco": self.meco.state_dict(), "plain": self.plain.state_dict()}
+        return {
+            "version": STATE_VERSION,
+            "kind": "meco_cooldown",
+            "step": self.step,
+            "boundary": self.boundary,
+            "meco": self.meco.state_dict(),
+            "plain": self.plain.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         if state.get("kind") != "meco_cooldown" or state.get("version") != STATE_VERSION:
             raise ValueError("sampler state is not a MeCo cooldown state of this version (params changed?)")
         if strict and state["boundary"] != self.boundary:
-            raise ValueError(f"MeCo boundary changed: saved {state['boundary']} windows vs now {self.boundary}")
+            raise ValueError(
+                f"MeCo boundary changed: saved {state['boundary']} windows vs now {self.boundary}"
+            )
         self.step = int(state["step"])
         self.meco.load_state_dict(state["meco"])
         self.plain.load_state_dict(state["plain"])

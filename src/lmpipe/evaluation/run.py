@@ -63,8 +63,8 @@ def evaluate_model(
     condition: ConditionConfig | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). With ``condition``:
-    held-out loss also with MeCo's metadata prefix (``heldout_meco``), toxicity also of generations
-    conditioned on the best PHF control token (``toxicity_conditioned``)."""
+    held-out loss also with MeCo's metadata prefix (``heldout_meco``); toxicity of generations conditioned on
+    the best PHF control token (``toxicity``) and without it (``toxicity_unconditioned``)."""
     bs = cfg.batch_size
     t0 = time.perf_counter()
     res: dict[str, Any] = {}
@@ -91,14 +91,17 @@ def evaluate_model(
         res["posttrain"], rows = posttrain_metrics(lm, cfg.posttrain, bs)
         samples += rows
     if scorer is not None and cfg.toxicity.prompts:
-        res["toxicity"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
-        samples += [{"model": lm.name, "kind": "toxicity", **r} for r in rows]
+        # PHF: a model trained with control tokens is evaluated as it is used, generating after the best one
+        # (``toxicity``, the path every model shares), and also without it (``toxicity_unconditioned``)
         good = _control_id(lm, condition)
         if good is not None:
-            res["toxicity_conditioned"], rows = toxicity_eval(replace(lm, prompt_prefix=(good,)), cfg.toxicity,
-                                                              scorer, seed, bs)
-            res["toxicity_conditioned"]["control_token"] = condition.control.tokens[0]  # type: ignore[union-attr]
-            samples += [{"model": lm.name, "kind": "toxicity_conditioned", **r} for r in rows]
+            res["toxicity_unconditioned"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
+            samples += [{"model": lm.name, "kind": "toxicity_unconditioned", **r} for r in rows]
+        used = lm if good is None else replace(lm, prompt_prefix=(good,))
+        res["toxicity"], rows = toxicity_eval(used, cfg.toxicity, scorer, seed, bs)
+        if good is not None:
+            res["toxicity"]["control_token"] = condition.control.tokens[0]  # type: ignore[union-attr]
+        samples += [{"model": lm.name, "kind": "toxicity", **r} for r in rows]
     if cfg.samples.prompts:
         gens = generate(lm, cfg.samples.prompts, cfg.samples.max_new_tokens, bs)
         samples += [{"model": lm.name, "kind": "sample", "prompt": p, "completion": g[0]}

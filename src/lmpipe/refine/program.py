@@ -59,11 +59,11 @@ def _literal(s: str, pos: int, kind: type, where: str) -> tuple[int | str, int]:
     if kind is int:
         m = _INT.match(s, pos)
         if not m:
-            raise ProgramError(f"{where}: expected an integer at {s[pos:pos + 20]!r}")
+            raise ProgramError(f"{where}: expected an integer at {s[pos : pos + 20]!r}")
         return int(m.group()), m.end()
     m = _STRING.match(s, pos)
     if not m:
-        raise ProgramError(f"{where}: expected a double-quoted string at {s[pos:pos + 20]!r}")
+        raise ProgramError(f"{where}: expected a double-quoted string at {s[pos : pos + 20]!r}")
     try:
         return json.loads(m.group()), m.end()
     except json.JSONDecodeError as e:
@@ -83,7 +83,7 @@ def parse_call(line: str, lineno: int) -> Op:
     while pos < len(body) and body[pos:].strip():
         k = _KEY.match(body, pos)
         if not k:
-            raise ProgramError(f"{where}: expected key=value at {body[pos:pos + 20]!r}")
+            raise ProgramError(f"{where}: expected key=value at {body[pos : pos + 20]!r}")
         key = k.group(1)
         kinds = dict(params)
         if key not in kinds:

@@ -97,9 +97,15 @@ def refine_unit(unit: tuple[str, int | None], job: RefineJob) -> Iterator[Docume
     chunk: list[Document] = []
 
     def flush() -> Iterator[Document | Rejected]:
-        reqs = [GenRequest(messages=(("user", fill(job.template, document=show(d.text, cfg))),),
-                           max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=_seed(job.seed, d.id))
-                for d in chunk]
+        reqs = [
+            GenRequest(
+                messages=(("user", fill(job.template, document=show(d.text, cfg))),),
+                max_tokens=cfg.max_tokens,
+                temperature=cfg.temperature,
+                seed=_seed(job.seed, d.id),
+            )
+            for d in chunk
+        ]
         for doc, out in zip(chunk, backend.generate(reqs), strict=True):
             yield _apply(doc, out, cfg, counts)
         chunk.clear()
@@ -120,8 +126,12 @@ def refine_unit(unit: tuple[str, int | None], job: RefineJob) -> Iterator[Docume
     if chunk:
         yield from flush()
     usage = _usage(backend)
-    return {"in": n_in, "llm": {k: usage[k] - usage0[k] for k in USAGE_KEYS}, "refine": dict(counts),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "in": n_in,
+        "llm": {k: usage[k] - usage0[k] for k in USAGE_KEYS},
+        "refine": dict(counts),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _apply(doc: Document, out: Any, cfg: RefineConfig, counts: Counter[str]) -> Document | Rejected:
@@ -133,24 +143,36 @@ def _apply(doc: Document, out: Any, cfg: RefineConfig, counts: Counter[str]) -> 
         res = run_program(program, doc.text, editable_lines=cfg.max_lines)
     except ProgramError as e:
         counts["invalid"] += 1
-        return Rejected(Document(doc.id, doc.text, doc.domain, doc.source, {**doc.meta, "refine_program": program}),
-                        "refine_invalid", str(e))
+        return Rejected(
+            Document(doc.id, doc.text, doc.domain, doc.source, {**doc.meta, "refine_program": program}),
+            "refine_invalid",
+            str(e),
+        )
     counts.update({f"op_{k}": v for k, v in res.counts.items()})
     counts["chars_removed"] += res.chars_removed
     if res.text is None:
         counts["dropped"] += 1
-        return Rejected(Document(doc.id, doc.text, doc.domain, doc.source, {**doc.meta, "refine_program": program}),
-                        "refine_drop", "the edit program dropped the document")
+        return Rejected(
+            Document(doc.id, doc.text, doc.domain, doc.source, {**doc.meta, "refine_program": program}),
+            "refine_drop",
+            "the edit program dropped the document",
+        )
     if res.text == doc.text:
         counts["unchanged"] += 1
         return doc
     if not res.text.strip():
         counts["emptied"] += 1
-        return Rejected(Document(doc.id, doc.text, doc.domain, doc.source, {**doc.meta, "refine_program": program}),
-                        "refine_empty", "the edits removed every character but whitespace")
+        return Rejected(
+            Document(doc.id, doc.text, doc.domain, doc.source, {**doc.meta, "refine_program": program}),
+            "refine_empty",
+            "the edits removed every character but whitespace",
+        )
     counts["edited"] += 1
     sha = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
-    meta = {**doc.meta, "refine": {"program": program, "original_sha256": sha, "chars_removed": res.chars_removed}}
+    meta = {
+        **doc.meta,
+        "refine": {"program": program, "original_sha256": sha, "chars_removed": res.chars_removed},
+    }
     return Document(doc.id, res.text, doc.domain, doc.source, meta)
 
 
@@ -174,22 +196,37 @@ def pass_through(docs_dir: str | Path, out_dir: str | Path, rejected_dir: str | 
     return {"enabled": False, "in": n, "kept": n, "rejected": 0, "passed_through": n}
 
 
-def refine(job: RefineJob, docs_dir: str | Path, out_dir: str | Path, rejected_dir: str | Path,
-           executor: Executor) -> dict[str, Any]:
+def refine(
+    job: RefineJob, docs_dir: str | Path, out_dir: str | Path, rejected_dir: str | Path, executor: Executor
+) -> dict[str, Any]:
     from lmpipe.sharded import run_stage
     from lmpipe.synth.augment import close_backends
 
     try:
-        stats = run_stage(refine_unit, plan_units(docs_dir, job.refine), job, out_dir, rejected_dir, executor,
-                          job.refine.docs_per_shard, desc="refine", extras=("llm", "refine"))
+        stats = run_stage(
+            refine_unit,
+            plan_units(docs_dir, job.refine),
+            job,
+            out_dir,
+            rejected_dir,
+            executor,
+            job.refine.docs_per_shard,
+            desc="refine",
+            extras=("llm", "refine"),
+        )
     finally:
         close_backends()
     counts = stats.pop("refine")
     stats.pop("refine_this_run")
     edits = {k.removeprefix("op_"): v for k, v in counts.items() if k.startswith("op_")}
     docs = {k: v for k, v in counts.items() if not k.startswith("op_") and k != "chars_removed"}
-    stats.update(enabled=True, edits=dict(sorted(edits.items())), docs=dict(sorted(docs.items())),
-                 chars_removed=counts.get("chars_removed", 0), model=f"{job.llm.backend}:{job.llm.model}")
+    stats.update(
+        enabled=True,
+        edits=dict(sorted(edits.items())),
+        docs=dict(sorted(docs.items())),
+        chars_removed=counts.get("chars_removed", 0),
+        model=f"{job.llm.backend}:{job.llm.model}",
+    )
     return stats
 
 
@@ -202,8 +239,12 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     if not cfg.enabled:
         return pass_through(io.docs, io.out, io.rejected)
     override = cfg.prompts_dir and (Path(cfg.prompts_dir) / "refine.txt").exists()
-    job = RefineJob(llm=p.llm, refine=cfg, seed=p.run.seed,
-                    template=load_template("refine", cfg.prompts_dir if override else PROMPTS))
+    job = RefineJob(
+        llm=p.llm,
+        refine=cfg,
+        seed=p.run.seed,
+        template=load_template("refine", cfg.prompts_dir if override else PROMPTS),
+    )
     llm_ex = LazyExecutor(p.run.executor.model_copy(update={"workers": cfg.workers}))
     try:
         return refine(job, io.docs, io.out, io.rejected, llm_ex)
