@@ -167,7 +167,7 @@ STAGES: tuple[Stage, ...] = (
           )),
     Stage("report", "lmpipe.report", "one self-contained HTML report of the run",
           inputs={"evaluate": "metrics/evaluate.json", "samples": "reports/samples.jsonl"},
-          deps=tuple(f"metrics/{s}.json" for s in ("ingest", "filter", "dedup", "augment", "tokenize", "pretrain",
+          deps=tuple(f"metrics/{s}.json" for s in ("ingest", "filter", "dedup", "refine", "augment", "tokenize", "pretrain",
                                                    "sft", "dpo", "rlvr")),
           outputs={"out": Out("reports/index.html", cache=False)},
           paths={"metrics": "metrics"},
