@@ -143,3 +143,94 @@ def test_phf_and_meco_through_tokenize_pretrain_evaluate(tmp_path: Path) -> None
         == sum(r["kind"] == "toxicity_unconditioned" for r in rows)
         == 4
     )
+
+
+@pytest.mark.e2e
+def test_meco_pretrain_killed_before_the_boundary_resumes_to_the_same_model(tmp_path: Path) -> None:
+    """kill -9 after the first checkpoint (step 2, prefix phase), rerun: the run crosses the cooldown boundary
+    (step 4) at the same token and ends with the uninterrupted run's weights, bit for bit."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import stage_cmd
+
+    corpus(tmp_path / "docs")
+    params = {
+        "run": {"seed": 4, "executor": {"kind": "local", "workers": 1}},
+        "ingest": {"sources": [{"uri": "unused", "domain": "x"}]},
+        "tokenize": {"vocab_size": 320, "val_fraction": 0.1},
+        "condition": {"meco": {"enabled": True, "fraction": 0.5}},
+        "mixture": {"weights": {"prose": 1.0}, "from_tune": False},
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64},
+        "train": {
+            "seq_len": 32,
+            "batch_size": 4,
+            "max_steps": 8,
+            "val_every": 4,
+            "ckpt_every": 2,
+            "val_batches": 1,
+            "schedule": {"warmup_steps": 1},
+        },
+    }
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    run_stage(
+        "tokenize",
+        by_name()["tokenize"].entry,
+        {
+            "docs": str(tmp_path / "docs"),
+            "tokens": str(tmp_path / "tokens"),
+            "tokenizer": str(tmp_path / "tokenizer"),
+            "heldout": str(tmp_path / "heldout"),
+        },
+        str(pfile),
+        str(tmp_path / "tokenize.json"),
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}:{root / 'src'}"}
+
+    def cmd(run: Path) -> list[str]:
+        return stage_cmd(
+            "pretrain",
+            pfile,
+            run / "m.json",
+            tokens=tmp_path / "tokens",
+            tokenizer=tmp_path / "tokenizer",
+            out=run / "model",
+            ckpt=run / "ckpt",
+            live=run / "live",
+        )
+
+    def weights(run: Path) -> str:
+        return hashlib.sha256((run / "model" / "model.safetensors").read_bytes()).hexdigest()
+
+    full, crash = tmp_path / "full", tmp_path / "crash"
+    run_stage(
+        "pretrain",
+        by_name()["pretrain"].entry,  # the uninterrupted reference, in this process
+        {
+            "tokens": str(tmp_path / "tokens"),
+            "tokenizer": str(tmp_path / "tokenizer"),
+            "out": str(full / "model"),
+            "ckpt": str(full / "ckpt"),
+            "live": str(full / "live"),
+        },
+        str(pfile),
+        str(full / "m.json"),
+    )
+    proc = subprocess.Popen(
+        cmd(crash), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckpt = crash / "ckpt" / "latest.ckpt"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before the kill"
+    subprocess.run(cmd(crash), cwd=root, env=env, check=True, capture_output=True, timeout=300)
+    m = json.loads((crash / "m.json").read_text())
+    assert 0 < m["resumed_from_step"] < 4 and m["steps"] == 8
+    assert weights(crash) == weights(full)
