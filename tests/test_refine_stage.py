@@ -185,3 +185,24 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_output(tmp_path: Path) -> N
     m, r = json.loads((out / "m.json").read_text()), json.loads((ref / "m.json").read_text())
     assert m["units_reused"] >= done and m["llm_this_run"]["requests"] < r["llm"]["requests"]
     assert m["edits"] == r["edits"] and m["docs"] == r["docs"]
+
+
+def test_embedded_backend_by_default_quarantines_what_a_random_model_writes(tmp_path: Path) -> None:
+    """The default backend (in-process model; here a tiny random one): its text is no program, so every selected
+    document is quarantined with the parser's reason and none is lost."""
+    from lmpipe.llm.testing import build_tiny_model
+
+    src = make_docs(tmp_path / "in")
+    llm = LLMConfig(model=str(build_tiny_model(tmp_path / "tiny")), cache=None, batch_size=8)
+    assert llm.backend == "embedded"
+    job = RefineJob(
+        llm=llm,
+        refine=RefineConfig(enabled=True, domains=["prose"], max_tokens=12, max_docs=3),
+        seed=1,
+        template=(PROMPTS / "refine.txt").read_text(),
+    )
+    stats = refine(job, src, tmp_path / "out" / "docs", tmp_path / "out" / "rejected", LocalExecutor(1))
+    rejected = [r for b in iter_batches(tmp_path / "out" / "rejected") for r in b.to_pylist()]
+    assert stats["in"] == 6 and stats["kept"] == 3 and stats["docs"]["passed_through"] == 3  # max_docs=3
+    assert [r["reason"] for r in rejected] == ["refine_invalid"] * 3 and all(r["detail"] for r in rejected)
+    assert stats["llm"]["requests"] == 3
