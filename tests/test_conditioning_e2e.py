@@ -119,7 +119,7 @@ def test_phf_and_meco_through_tokenize_pretrain_evaluate(tmp_path: Path) -> None
         ckpt=t["ckpt"],
         live=t["live"],
     )
-    assert pre["meco"]["fraction"] == 0.5
+    assert pre["meco"]["cooldown_from_step"] == 3  # 0.5 x 6 steps
     ev = stage(
         "evaluate",
         heldout=t["heldout"],

@@ -93,6 +93,8 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     stats = train_on_tokens(p.model, p.train, mixture, [io.tokens], io.tokenizer, seed=seed,
                             ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out, meco=meco)
     if meco is not None:
-        stats["meco"] = {"fraction": meco.fraction, "template": meco.template}
+        # the prefix is gone from this optimizer step on (lmpipe.conditioning.meco.boundary_windows)
+        stats["meco"] = {"fraction": meco.fraction, "template": meco.template,
+                         "cooldown_from_step": round(meco.fraction * p.train.max_steps)}
     return {**stats, "mixture": {d: round(w, 6) for d, w in sorted(mixture.weights.items())},
             "mixture_from_tune": mixture.from_tune}
