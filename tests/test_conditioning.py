@@ -106,6 +106,22 @@ def test_control_tokens_are_reserved_and_land_where_the_score_says(tmp_path: Pat
     assert {"<|good|>", "<|bad|>"} <= set(hf.all_special_tokens)
 
 
+def test_a_reused_tokenizer_gains_the_control_tokens_as_single_ids(tmp_path: Path) -> None:
+    docs = [Document(f"d{i}", f"{WORDS[i]} {WORDS[i + 1]}", "prose", "t", {"tox_classifier": i}) for i in range(8)]
+    src = write_docs(tmp_path / "docs", docs)
+    _, plain = pack(tmp_path / "plain", src, {})
+    assert Tokenizer.from_file(str(plain / "tokenizer" / "tokenizer.json")).token_to_id("<|good|>") is None
+    cfg = TokenizeConfig(tokenizer_path=str(plain / "tokenizer"), val_fraction=0.0)
+    out = tmp_path / "reused"
+    cond = ConditionConfig.model_validate({"control": {"enabled": True}})
+    tokenize_corpus(cfg, src, out / "tokens", out / "tokenizer", out / "heldout", LocalExecutor(1), condition=cond)
+    runs, tok = doc_runs(out)
+    good, bad = tok.token_to_id("<|good|>"), tok.token_to_id("<|bad|>")
+    # P75 of 0..7 = 5.25: docs 0..5 good, 6..7 bad
+    assert good is not None and bad is not None and [r[0] for r in runs] == [good] * 6 + [bad] * 2
+    assert tok.encode("<|good|>").ids == [good]
+
+
 def test_higher_is_better_three_levels_and_missing_scores(tmp_path: Path) -> None:
     # 10 docs with quality q = i (higher better) and one without: best 30% -> L0, next 40% -> L1, rest L2.
     # oriented = -q over the 10 scored docs; P30 = -6.3, P70 = -2.7: q >= 7 -> L0, 3..6 -> L1, 0..2 -> L2

@@ -152,7 +152,7 @@ def reuse_tokenizer(src: str | Path, out_dir: str | Path, cfg: TokenizeConfig) -
         hf.eos_token = cfg.eos_token
     missing = [t for t in cfg.extra_special_tokens if t not in hf.get_vocab()]
     if missing:  # e.g. PHF control tokens: reserved as single ids beside the reused vocabulary
-        hf.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
+        hf.add_tokens(missing, special_tokens=True)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
