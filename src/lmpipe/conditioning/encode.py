@@ -28,27 +28,33 @@ class Conditioner:
         """(plain ids, lengths, MeCo ids or None, MeCo lengths); EOS after each document as in plain packing."""
         import json
 
+        metas = [json.loads(m or "{}") if isinstance(m, str) else (m or {}) for m in cols["meta"]]
+        # every document's pieces (one, or one per segment) with their control id, encoded in one batch
+        pieces: list[tuple[int, int | None, str]] = []  # (document, control id or None, text)
+        for i, text in enumerate(cols["text"]):
+            if self.tagger is None:
+                pieces.append((i, None, text))
+                continue
+            for level, piece in self.tagger.pieces(text, metas[i], cols["id"][i]):
+                self.counts[self.tagger.cfg.tokens[level]] += 1
+                pieces.append((i, self.tagger.token_ids[level], piece))
+        encoded = enc.tok.encode_batch_fast([p[2] for p in pieces], add_special_tokens=False)
+        bodies: list[list[int]] = [[] for _ in cols["text"]]
+        for (i, control, _), e in zip(pieces, encoded, strict=True):
+            if control is not None:
+                bodies[i].append(control)
+            bodies[i].extend(e.ids)
         plain: list[int] = []
         lengths: list[int] = []
         meco: list[int] = []
         meco_lengths: list[int] = []
         cache: dict[str, list[int]] = {}
-        for i, text in enumerate(cols["text"]):
-            meta = cols["meta"][i]
-            meta = json.loads(meta or "{}") if isinstance(meta, str) else (meta or {})
-            if self.tagger is None:
-                body = enc.encode(text)
-            else:
-                body = []
-                for level, piece in self.tagger.pieces(text, meta, cols["id"][i]):
-                    self.counts[self.tagger.cfg.tokens[level]] += 1
-                    body.append(self.tagger.token_ids[level])
-                    body.extend(enc.encode(piece))
+        for i, body in enumerate(bodies):
             body.append(enc.eos_id)
             plain.extend(body)
             lengths.append(len(body))
             if self.meco is not None:
-                p = prefix(self.meco, meta, cols["source"][i], cols["domain"][i])
+                p = prefix(self.meco, metas[i], cols["source"][i], cols["domain"][i])
                 if p not in cache:
                     cache[p] = enc.encode(p)
                 meco.extend(cache[p])
