@@ -54,16 +54,23 @@ class Stage:
         return out
 
 
-def _param(section: str, key: str, default: object = None) -> object:
+def _param(dotted: str, default: object = None) -> object:
     """A decision in params.yaml that changes the graph itself (rendering reads it; test_registry checks it)."""
     path = ROOT / "params.yaml"
-    raw = yaml.safe_load(path.read_text()) if path.exists() else {}
-    return ((raw or {}).get(section) or {}).get(key, default)
+    node = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return default if node is None else node
 
 
 # mixture.from_tune: pretrain trains on the tune stage's winner, so DVC must see that file as its dependency
 # (and only then: with the flag off, a new study result must not retrain the model).
-TUNED = {"tuned": "data/tune/best_mixture.yaml"} if _param("mixture", "from_tune", False) else {}
+TUNED = {"tuned": "data/tune/best_mixture.yaml"} if _param("mixture.from_tune", False) else {}
+# posttrain.residual: the models it combines are params (defaults: the paper's set-up in this run); sft_base, the
+# instruct model of the base, is in the graph only while the residual takes its instruct model from it.
+RESIDUAL = {k: str(_param(f"posttrain.residual.{k}", v)) for k, v in
+            (("target", "models/cpt"), ("instruct", "models/sft_base"), ("base", "models/pretrain"))}
+SFT_BASE = RESIDUAL["instruct"] == "models/sft_base"
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
 TRAIN_LIVE_X = "step"
 WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"  # default toxicity word list (demo noise, score, evaluate)
@@ -151,9 +158,23 @@ STAGES: tuple[Stage, ...] = (
                    "ckpt": Out("models/checkpoints/rlvr", persist=True, cache=False, why="a killed run resumes"),
                    "data": Out("data/posttrain/rlvr", cache=False)},
           params=("run.seed", "posttrain.data", "posttrain.rlvr"), live="dvclive/rlvr"),
+    *([Stage("sft_base", "lmpipe.posttrain.sft:run_base",
+                   "the sft recipe on the residual's base (pretrain): the instruct model the residual comes from",
+                   deps=(RESIDUAL["base"], "data/raw/instruct", "data/eval"),
+                   outputs={"out": "models/sft_base",
+                            "ckpt": Out("models/checkpoints/sft_base", persist=True, cache=False,
+                                        why="a killed run resumes"),
+                            "data": Out("data/posttrain/sft_base", cache=False)},
+                   params=("run.seed", "posttrain.data", "posttrain.sft", "posttrain.residual.base"),
+                   live="dvclive/sft_base")] if SFT_BASE else []),
+    Stage("residual", "lmpipe.posttrain.residual",
+          "instruction residual θ_target + (θ_instruct − θ_base): cpt made an instruct model without SFT on it",
+          deps=tuple(dict.fromkeys(RESIDUAL.values())), outputs={"out": "models/residual"},
+          params=("posttrain.residual",)),
     Stage("evaluate", "lmpipe.evaluation.run", "per-domain loss, closed-book QA, forgetting, toxicity, samples",
           inputs={"heldout": "data/heldout/docs", "qa": "data/eval/fiction_qa.jsonl"},
-          deps=("models/pretrain", "models/cpt", "models/sft", "models/dpo", "models/rlvr", "models/filter",
+          deps=("models/pretrain", "models/cpt", "models/sft", "models/dpo", "models/rlvr", "models/residual",
+                "models/filter",
                 "data/eval/posttrain_qa.jsonl", "data/eval/math_heldout.jsonl", "data/eval/pref_heldout.jsonl"),
           outputs={"samples": Out("reports/samples.jsonl", cache=False)},
           paths={"plots": "plots/evaluate"},
@@ -167,8 +188,9 @@ STAGES: tuple[Stage, ...] = (
           )),
     Stage("report", "lmpipe.report", "one self-contained HTML report of the run",
           inputs={"evaluate": "metrics/evaluate.json", "samples": "reports/samples.jsonl"},
-          deps=tuple(f"metrics/{s}.json" for s in ("ingest", "filter", "dedup", "refine", "augment", "tokenize", "pretrain",
-                                                   "sft", "dpo", "rlvr")),
+          deps=tuple(f"metrics/{s}.json" for s in ("ingest", "filter", "dedup", "refine", "augment", "tokenize",
+                                                   "pretrain", "sft", "dpo", "rlvr", "residual",
+                                                   *(("sft_base",) if SFT_BASE else ()))),
           outputs={"out": Out("reports/index.html", cache=False)},
           paths={"metrics": "metrics"},
           params=("report", "mixture"), data=("src/lmpipe/templates/report.html.j2",)),

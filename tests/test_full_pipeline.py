@@ -82,7 +82,7 @@ def test_training_stages_follow_the_profile(workspace):
 def test_evaluation_and_report(workspace):
     root, _, _ = workspace
     ev = metrics(root, "evaluate")
-    assert ev["model_order"] == ["pretrain", "cpt", "sft", "dpo", "rlvr"]
+    assert ev["model_order"] == ["pretrain", "cpt", "sft", "dpo", "rlvr", "residual"]
     for m in ev["models"].values():
         assert m["heldout"] and m["qa"]["questions"] == 12
     assert "forgetting" in ev["models"]["cpt"]
@@ -102,6 +102,11 @@ def test_posttraining_stages_chain(workspace):
     models = metrics(root, "evaluate")["models"]
     assert models["pretrain"]["posttrain"]["format"] == "plain" and models["rlvr"]["posttrain"]["format"] == "chat"
     assert "qa_exact_match" in models["sft"]["posttrain"] and "pref_accuracy" in models["dpo"]["posttrain"]
+    # the instruction residual: cpt + (sft_base - pretrain), a chat model evaluated beside sft
+    base, res = metrics(root, "sft_base"), metrics(root, "residual")
+    assert base["steps"] == 4 and base["base_model"] == "models/pretrain"
+    assert res["target"] == "models/cpt" and res["instruct"] == "models/sft_base" and res["residual_norm"] > 0
+    assert models["residual"]["posttrain"]["format"] == "chat" and models["residual"]["forgetting"]["parent"] == "cpt"
     assert "Post-training" in (root / "reports" / "index.html").read_text()
 
 

@@ -1,10 +1,6 @@
 """Ingest on real corpora, executor independence, and kill -9 resume."""
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
@@ -12,7 +8,7 @@ from lmpipe.config import IngestConfig
 from lmpipe.documents import count_documents, iter_documents, read_manifest
 from lmpipe.executors import DaskExecutor, LocalExecutor
 from lmpipe.ingest import ingest
-from tests.conftest import stage_cmd
+from tests.killresume import ingest_killed_and_straight
 
 
 def _shared_sources(shared):
@@ -67,28 +63,10 @@ def test_kill_then_resume_gives_identical_output(tmp_path):
         with open(raw / f"f{i:02d}.jsonl", "w") as f:
             for j in range(6000):
                 f.write(json.dumps({"text": f"file {i} record {j} " + "word " * (j % 50)}) + "\n")
-    params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({  # JSON is YAML
+    params = {
         "run": {"executor": {"kind": "local", "workers": 1}},
         "ingest": {"sources": [{"uri": str(raw / "*.jsonl"), "domain": "web"}], "group_mib": 1},
-    }))
-
-    def cmd(out):
-        return stage_cmd("ingest", params, out / "m.json", out=out / "docs", rejected=out / "rej")
-
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(cmd(tmp_path / "a"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "a" / ".state" / "docs"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(state.glob("*.json"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(list(state.glob("*.json")))
+    }
+    done_before, manifest = ingest_killed_and_straight(tmp_path, params, timeout=120)
     assert 3 <= done_before < 24, "the kill must land mid-run"
-    subprocess.run(cmd(tmp_path / "a"), env=env, check=True, capture_output=True)
-    subprocess.run(cmd(tmp_path / "b"), env=env, check=True, capture_output=True)
-    a, b = read_manifest(tmp_path / "a" / "docs"), read_manifest(tmp_path / "b" / "docs")
-    assert a["sha256"] == b["sha256"] and a["docs"] == 24 * 6000
-    assert sorted(p.name for p in (tmp_path / "a" / "docs").iterdir()) == sorted(
-        p.name for p in (tmp_path / "b" / "docs").iterdir())
+    assert manifest["docs"] == 24 * 6000

@@ -1,6 +1,10 @@
-"""The instruction residual θ_target + (θ_instruct − θ_base) on tiny models."""
+"""The instruction residual θ_target + (θ_instruct − θ_base) on tiny models, and stage ``residual``."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from lmpipe.posttrain.residual import ResidualError, add_residual
 from lmpipe.tiny import build_tiny_model
+from tests.conftest import ROOT, stage_cmd
 
 
 def _weights(d):
@@ -71,3 +76,85 @@ def test_residual_refuses_other_architectures(tmp_path):
     with pytest.raises(ResidualError, match="hidden_size differs"):
         add_residual(wide, base, base, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _constant(src, dst, value: float):
+    """A copy of model ``src`` with every parameter set to ``value`` (exact in binary floating point)."""
+    m = AutoModelForCausalLM.from_pretrained(src)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.fill_(value)
+    m.save_pretrained(dst)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (dst / f).write_bytes((src / f).read_bytes())
+    return dst
+
+
+def test_residual_stage_matches_hand_computed_weights(tmp_path):
+    """Through the stage entry as dvc.yaml runs it: 1.0 + 0.5 x (0.75 - 0.25) = 1.25 in every weight."""
+    tiny = build_tiny_model(tmp_path / "tiny", vocab_size=300)
+    dirs = {k: _constant(tiny, tmp_path / k, v) for k, v in (("cpt", 1.0), ("inst", 0.75), ("pre", 0.25))}
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        json.dumps(
+            {
+                "ingest": {"sources": [{"uri": "x", "domain": "x"}]},
+                "posttrain": {
+                    "residual": {
+                        "target": str(dirs["cpt"]),
+                        "instruct": str(dirs["inst"]),
+                        "base": str(dirs["pre"]),
+                        "scale": 0.5,
+                    }
+                },
+            }
+        )
+    )
+    cmd = stage_cmd("residual", params, tmp_path / "m.json", out=tmp_path / "out")
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = _weights(tmp_path / "out")
+    assert got and all(bool((v == 1.25).all()) for v in got.values())
+    m = json.loads((tmp_path / "m.json").read_text())
+    # ‖instruct − base‖ = 0.5 · sqrt(number of weights)
+    n = sum(v.numel() for v in got.values())
+    assert m["residual_norm"] == pytest.approx(0.5 * n**0.5, rel=1e-5) and m["scale"] == 0.5
+
+
+def test_residual_refuses_other_shapes_with_a_clear_error(tmp_path):
+    base = build_tiny_model(tmp_path / "base")
+    deep = build_tiny_model(tmp_path / "deep", layers=3)
+    with pytest.raises(ResidualError, match="num_hidden_layers differs"):
+        add_residual(base, deep, base, tmp_path / "out")
+    small = build_tiny_model(tmp_path / "small", vocab_size=300)
+    with pytest.raises(ResidualError, match="embed_tokens.weight: instruct .* vs target"):
+        add_residual(base, small, base, tmp_path / "out")  # a smaller vocabulary is no extension
+    with pytest.raises(FileNotFoundError, match="not an HF model directory"):
+        add_residual(base, tmp_path / "nowhere", base, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_sft_base_is_in_the_graph_only_while_the_residual_uses_it(tmp_path):
+    """posttrain.residual.instruct names the instruct model; another dir than models/sft_base drops that stage."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def stages() -> list[str]:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        out = subprocess.run(
+            [sys.executable, "-m", "stages.registry"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return [line.split()[0] for line in out.stdout.splitlines()]
+
+    assert {"sft_base", "residual"} <= set(stages())
+    params["posttrain"]["residual"].update(instruct="models/smollm2-instruct", base="models/smollm2-base")
+    got = stages()
+    assert "residual" in got and "sft_base" not in got

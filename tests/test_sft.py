@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +10,7 @@ import torch
 
 from lmpipe.posttrain.config import PosttrainConfig
 from lmpipe.tiny import build_tiny_model
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.killresume import curve, train_killed_and_straight
 
 
 def _chats(n: int = 6) -> list[dict]:
@@ -55,7 +49,8 @@ def _setup(tmp_path: Path, chats: list[dict], **sft) -> tuple[PosttrainConfig, P
 
 
 def _trainer(post: PosttrainConfig, model_dir: Path, out: Path, packing: bool, batch: int):
-    from lmpipe.posttrain.sft import load_model, make_trainer, prepare
+    from lmpipe.posttrain.sft import make_trainer, prepare
+    from lmpipe.posttrain.trainer import load_model
 
     torch.manual_seed(0)
     model, tok, _ = load_model(model_dir)
@@ -176,37 +171,6 @@ def _src(path):
     return InstructSource(path=str(path), format="alpaca_seed")
 
 
-CHILD = """
-import sys, time, json, torch
-from transformers import TrainerCallback
-from lmpipe.posttrain.config import PosttrainConfig
-from lmpipe.posttrain.sft import train_sft
-torch.set_num_threads(1)
-class Slow(TrainerCallback):
-    def on_step_end(self, args, state, control, **kw):
-        time.sleep(float(sys.argv[2]))
-post = PosttrainConfig.model_validate(json.loads(open(sys.argv[1] + '/post.json').read()))
-d = sys.argv[1]
-s = train_sft(post, d + '/base', d + '/out', d + '/ck', d + '/data', d + '/live', 0, callbacks=[Slow()])
-open(d + '/stats.json', 'w').write(json.dumps(s))
-"""
-
-
-def _child(d: Path, slow: float) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(d), str(slow)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _losses(d: Path) -> list[tuple[int, float]]:
-    rows = (d / "live/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
-    return [(int(r.split("\t")[0]), float(r.split("\t")[1])) for r in rows]
-
-
 @pytest.mark.e2e
 def test_sft_resumes_after_kill_9(tmp_path):
     post, _ = _setup(tmp_path, _chats(24), max_steps=12, save_steps=4, batch_size=2)
@@ -220,22 +184,11 @@ def test_sft_resumes_after_kill_9(tmp_path):
         )
         runs[name] = d
     killed = runs["killed"]
-    proc = _child(killed, 0.5)
-    deadline = time.time() + 240
-    while not (killed / "ck" / "checkpoint-4" / "trainer_state.json").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(1.0)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "out").exists()
-    for d in runs.values():
-        p = _child(d, 0.0)
-        assert p.wait(300) == 0, p.stderr.read().decode()[-3000:]
-    stats = json.loads((killed / "stats.json").read_text())
+    stats = train_killed_and_straight(
+        "sft", killed, runs["straight"], "checkpoint-4", timeout=300, settle=1.0
+    )
     assert stats["resumed_from"] in {"checkpoint-4", "checkpoint-8"} and stats["steps"] == 12
-    a, b = _losses(killed), _losses(runs["straight"])
+    a, b = curve(killed, "loss"), curve(runs["straight"], "loss")
     assert [s for s, _ in a] == list(range(1, 13))  # the curve continues: every step once
     assert [v for _, v in a] == pytest.approx([v for _, v in b], rel=1e-4)
     from safetensors.torch import load_file

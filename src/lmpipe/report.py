@@ -193,10 +193,11 @@ POSTTRAIN_LABELS = {
 
 
 def posttrain_section(ev: dict | None) -> Section:
-    sec = Section("posttrain", "Post-training: base → cpt → sft → dpo → rlvr",
+    sec = Section("posttrain", "Post-training: base → cpt → sft → dpo → rlvr → residual",
                   "Held-out items only: fictional questions about entities and in wording never trained on, fresh "
                   "math problems scored by math-verify, preference pairs scored by per-token log-probabilities. "
-                  "Chat models are prompted through their template, the others as 'Question: ... Answer:'.")
+                  "Chat models are prompted through their template, the others as 'Question: ... Answer:'. "
+                  "residual = cpt + (sft_base − pretrain): the instruction residual, no SFT on cpt; compare with sft.")
     models = {n: r["posttrain"] for n, r in (ev or {}).get("models", {}).items() if "posttrain" in r}
     if not models:
         sec.missing = "No post-training metrics yet (evaluate.posttrain disabled or not run)."

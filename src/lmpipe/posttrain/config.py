@@ -127,12 +127,18 @@ class RlvrConfig(Section):
 
 
 class ResidualConfig(Section):
-    """θ_target + (θ_instruct − θ_base) (Balancing CPT & IFT): an instruction residual moved onto another base."""
+    """θ_target + s·(θ_instruct − θ_base) (Balancing CPT & IFT): an instruction residual moved onto another base.
 
-    enabled: bool = False
-    target: str = "models/cpt"
-    instruct: str = "models/sft"
-    base: str = "models/cpt"
+    The paper's set-up, in this run's models: ``base`` = pretrain, the model both others grew from; ``instruct`` =
+    SFT of that base (stage ``sft_base``: the ``sft`` recipe on ``base``); ``target`` = cpt, the continually
+    pretrained base. The result is an instruct model of the cpt checkpoint without SFT on it; ``evaluate`` puts it
+    beside ``sft`` (SFT run on cpt directly). Point ``instruct``/``base`` at other dirs (e.g. an instruct model and
+    its own base) and ``sft_base`` leaves the graph (``python -m stages.registry --write``).
+    """
+
+    target: str = Field("models/cpt", description="the model that receives the residual")
+    instruct: str = Field("models/sft_base", description="instruct model of `base` (default: stage sft_base)")
+    base: str = Field("models/pretrain", description="the model `instruct` was tuned from")
     scale: float = Field(1.0, description="multiplies the residual")
 
 

@@ -35,17 +35,14 @@ from lmpipe.posttrain.config import PosttrainConfig
 from lmpipe.posttrain.data import Pair, Prompt, Quarantined, Split, read_sources, write_jsonl
 from lmpipe.posttrain.decontam import clean
 from lmpipe.posttrain.preference import off_policy_pairs, on_policy_pairs, prompt_text
-from lmpipe.posttrain.sft import load_model
 from lmpipe.posttrain.trainer import (
-    check_context,
     curve_summary,
     data_hash,
-    export,
+    fit,
     model_hash,
-    prepare_checkpoints,
-    set_threads,
+    open_model,
+    stage_seed,
     trainer_args,
-    write_curves,
 )
 
 if TYPE_CHECKING:
@@ -268,12 +265,8 @@ def train_dpo(
     seed: int,
     callbacks: list | None = None,
 ) -> dict[str, Any]:
-    import time
-
-    set_threads(post.dpo.train.threads)
-    model, tok, added = load_model(model_dir)
+    model, tok, added = open_model(model_dir, post.dpo.train, post.data.max_length)
     ref_hash = model_hash(model_dir)
-    check_context(model, post.data.max_length)
     rows, data_stats = build_pairs(post, model, tok, seed, Path(data_dir), ref_hash)
     fingerprint = {
         "stage": "dpo",
@@ -283,25 +276,18 @@ def train_dpo(
         "max_length": post.data.max_length,
         "seed": seed,
     }
-    resume = prepare_checkpoints(ckpt_dir, fingerprint)
-    t0 = time.perf_counter()
-    trainer = make_trainer(model, tok, rows, post, ckpt_dir, seed, cache_dir, ref_hash, callbacks)
-    ref_seconds = time.perf_counter() - t0
-    result = trainer.train(resume_from_checkpoint=resume)
-    export(trainer.model, tok, out_dir)
-    curves = write_curves(trainer.state.log_history, live_dir)
+    build = lambda: make_trainer(model, tok, rows, post, ckpt_dir, seed, cache_dir, ref_hash, callbacks)  # noqa: E731
+    f = fit(fingerprint, build, tok, out_dir, ckpt_dir, live_dir)
     return {
-        "base_model": str(model_dir),
+        **f.stats(model_dir),
         "loss_type": post.dpo.loss_type,
         "beta": post.dpo.beta,
-        "resumed_from": Path(resume).name if resume else None,
-        "steps": trainer.state.global_step,
-        "train_loss": round(float(result.training_loss), 5),
-        **curve_summary(curves, "loss", "rewards/margins", "rewards/accuracies"),
+        "train_loss": round(float(f.result.training_loss), 5),
+        **curve_summary(f.curves, "loss", "rewards/margins", "rewards/accuracies"),
         "ref_logps": {
-            "forward_batches": getattr(trainer, "ref_forward_batches", 0),
-            "cache_hits": getattr(trainer, "ref_cache_hits", []),
-            "seconds": round(ref_seconds, 2),
+            "forward_batches": getattr(f.trainer, "ref_forward_batches", 0),
+            "cache_hits": getattr(f.trainer, "ref_cache_hits", []),
+            "seconds": round(f.setup_s, 2),
         },
         "chat_template_added": added,
         "data": data_stats,
@@ -312,5 +298,5 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``dpo``: ``posttrain.dpo.init_from`` → ``io.out``; checkpoints in ``io.ckpt``, the checked data
     and its quarantine in ``io.data``, curves in ``io.live``."""
     cfg = p.posttrain.dpo
-    seed = cfg.train.seed if cfg.train.seed is not None else p.run.seed
+    seed = stage_seed(cfg.train, p.run.seed)
     return train_dpo(p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, io.cache, seed)

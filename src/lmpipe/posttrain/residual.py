@@ -1,4 +1,5 @@
-"""The instruction residual (Balancing Continual Pre-training and Instruction Fine-tuning): θ_target + s·(θ_instruct − θ_base).
+"""Stage ``residual``, the instruction residual (Balancing Continual Pre-training and Instruction Fine-tuning):
+θ_target + s·(θ_instruct − θ_base).
 
 An instruction-tuned model's difference from its own base carries the instruction-following ability; added to
 another continually pretrained checkpoint of the same architecture, it makes that checkpoint an instruct model
@@ -6,6 +7,10 @@ without rerunning SFT. Models must share architecture and parameter shapes; the 
 instruct vocabulary that *extends* the base one (chat tokens added by SFT): the added rows are copied from the
 instruct model, since target and base have no counterpart for them. The tokenizer (with its chat template) and
 generation config come from the instruct model.
+
+In the pipeline (defaults of ``posttrain.residual``, the paper's set-up): base = ``models/pretrain``, instruct =
+``models/sft_base`` (stage ``sft_base``: our SFT recipe on pretrain), target = ``models/cpt``. The result is the
+cpt model made an instruct model without SFT on it; ``evaluate`` sets it beside ``sft`` (SFT on cpt itself).
 """
 
 from __future__ import annotations
@@ -108,8 +113,6 @@ def add_residual(
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
-    """Stage entry (contract ``run(p, io, ex)``); a no-op marker when ``posttrain.residual.enabled`` is false."""
+    """Stage entry (contract ``run(p, io, ex)``): ``posttrain.residual`` target + (instruct − base) → ``io.out``."""
     cfg = p.posttrain.residual
-    if not cfg.enabled:
-        return {"enabled": False}
-    return {"enabled": True, **add_residual(cfg.target, cfg.instruct, cfg.base, io.out, cfg.scale)}
+    return add_residual(cfg.target, cfg.instruct, cfg.base, io.out, cfg.scale)

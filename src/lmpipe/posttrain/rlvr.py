@@ -10,7 +10,6 @@ KL and completion length per step; they become the stage's curves.
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,17 +19,14 @@ from lmpipe.posttrain.data import Prompt, Quarantined, Split, read_sources, writ
 from lmpipe.posttrain.decontam import clean
 from lmpipe.posttrain.preference import prompt_text
 from lmpipe.posttrain.rewards import verifiable_reward
-from lmpipe.posttrain.sft import load_model
 from lmpipe.posttrain.trainer import (
-    check_context,
     curve_summary,
     data_hash,
-    export,
+    fit,
     model_hash,
-    prepare_checkpoints,
-    set_threads,
+    open_model,
+    stage_seed,
     trainer_args,
-    write_curves,
 )
 
 if TYPE_CHECKING:
@@ -117,9 +113,7 @@ def train_rlvr(
     seed: int,
     callbacks: list | None = None,
 ) -> dict[str, Any]:
-    set_threads(post.rlvr.train.threads)
-    model, tok, added = load_model(model_dir)
-    check_context(model, post.data.max_length)
+    model, tok, added = open_model(model_dir, post.rlvr.train, post.data.max_length)
     rows, data_stats = prompt_rows(post, tok, seed, Path(data_dir))
     fingerprint = {
         "stage": "rlvr",
@@ -128,23 +122,15 @@ def train_rlvr(
         "data": data_hash(rows),
         "seed": seed,
     }
-    resume = prepare_checkpoints(ckpt_dir, fingerprint)
-    trainer = make_trainer(model, tok, rows, post, ckpt_dir, seed, callbacks)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - t0
-    export(trainer.model, tok, out_dir)
-    curves = write_curves(trainer.state.log_history, live_dir)
-    steps_done = trainer.state.global_step - (int(Path(resume).name.split("-")[1]) if resume else 0)
-    rollouts = steps_done * post.rlvr.train.batch_size * post.rlvr.train.grad_accum
+    build = lambda: make_trainer(model, tok, rows, post, ckpt_dir, seed, callbacks)  # noqa: E731
+    f = fit(fingerprint, build, tok, out_dir, ckpt_dir, live_dir)
+    rollouts = f.steps_done * post.rlvr.train.batch_size * post.rlvr.train.grad_accum
     return {
-        "base_model": str(model_dir),
-        "resumed_from": Path(resume).name if resume else None,
-        "steps": trainer.state.global_step,
+        **f.stats(model_dir),
         "num_generations": post.rlvr.num_generations,
         "beta": post.rlvr.beta,
-        **curve_summary(curves, "reward", "kl", "completions/mean_length", "loss"),
-        "rollouts_per_s": round(rollouts / seconds, 2) if seconds > 0 and rollouts else None,
+        **curve_summary(f.curves, "reward", "kl", "completions/mean_length", "loss"),
+        "rollouts_per_s": round(rollouts / f.train_s, 2) if f.train_s > 0 and rollouts else None,
         "chat_template_added": added,
         "data": data_stats,
     }
@@ -154,5 +140,6 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``rlvr``: ``posttrain.rlvr.init_from`` → ``io.out``; checkpoints in ``io.ckpt``, the checked data
     and its quarantine in ``io.data``, curves in ``io.live``."""
     cfg = p.posttrain.rlvr
-    seed = cfg.train.seed if cfg.train.seed is not None else p.run.seed
-    return train_rlvr(p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, seed)
+    return train_rlvr(
+        p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, stage_seed(cfg.train, p.run.seed)
+    )

@@ -13,42 +13,27 @@ losses), and TRL masks the first label of each chat so no loss crosses a boundar
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmpipe.posttrain.chat import ensure_chat_template, tokenize_chat
+from lmpipe.posttrain.chat import tokenize_chat
 from lmpipe.posttrain.config import PosttrainConfig, PosttrainDataConfig
 from lmpipe.posttrain.data import Chat, Quarantined, Split, read_sources, write_jsonl
 from lmpipe.posttrain.decontam import clean
 from lmpipe.posttrain.trainer import (
-    check_context,
     curve_summary,
     data_hash,
-    export,
+    fit,
     model_hash,
-    prepare_checkpoints,
-    set_threads,
+    open_model,
+    stage_seed,
     trainer_args,
-    write_curves,
 )
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
     from lmpipe.contract import StageIO
     from lmpipe.executors import Executor
-
-
-def load_model(model_dir: str | Path, template: str = "chatml") -> tuple[Any, Any, bool]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not (Path(model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: not an HF model directory (no config.json)")
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    added = ensure_chat_template(tok, model, template)
-    return model, tok, added
 
 
 def tokenize_chats(chats: list[Chat], tok: Any, max_length: int) -> tuple[list[dict], list[Quarantined]]:
@@ -135,37 +120,29 @@ def train_sft(
     live_dir: str | Path,
     seed: int,
     callbacks: list | None = None,
+    stage: str = "sft",
 ) -> dict[str, Any]:
-    set_threads(post.sft.train.threads)
-    model, tok, added = load_model(model_dir, post.sft.chat_template)
-    check_context(model, post.data.max_length)
+    model, tok, added = open_model(model_dir, post.sft.train, post.data.max_length, post.sft.chat_template)
     rows, data_stats = prepare(post.data, tok, data_dir)
     fingerprint = {
-        "stage": "sft",
+        "stage": stage,
         "params": post.sft.model_dump(),
         "max_length": post.data.max_length,
         "model": model_hash(model_dir),
         "data": data_hash([r["input_ids"] for r in rows]),
         "seed": seed,
     }
-    resume = prepare_checkpoints(ckpt_dir, fingerprint)
-    trainer = make_trainer(model, tok, rows, post, ckpt_dir, seed, callbacks=callbacks)
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - t0
-    export(trainer.model, tok, out_dir)
-    curves = write_curves(trainer.state.log_history, live_dir)
-    tokens = [v for _, v in curves.get("num_tokens", [])]
-    trained_tokens = (tokens[-1] - (tokens[0] if resume else 0)) if tokens else 0
+    build = lambda: make_trainer(model, tok, rows, post, ckpt_dir, seed, callbacks=callbacks)  # noqa: E731
+    f = fit(fingerprint, build, tok, out_dir, ckpt_dir, live_dir)
+    tokens = [v for _, v in f.curves.get("num_tokens", [])]
+    trained_tokens = (tokens[-1] - (tokens[0] if f.resume else 0)) if tokens else 0
     return {
-        "base_model": str(model_dir),
+        **f.stats(model_dir),
         "chat_template_added": added,
-        "resumed_from": Path(resume).name if resume else None,
-        "steps": trainer.state.global_step,
-        "train_loss": round(float(result.training_loss), 5),
-        **curve_summary(curves, "loss", "mean_token_accuracy"),
+        "train_loss": round(float(f.result.training_loss), 5),
+        **curve_summary(f.curves, "loss", "mean_token_accuracy"),
         "packing": post.sft.packing,
-        "tokens_per_s": round(trained_tokens / seconds, 1) if seconds > 0 else None,
+        "tokens_per_s": round(trained_tokens / f.train_s, 1) if f.train_s > 0 else None,
         "data": data_stats,
     }
 
@@ -174,5 +151,16 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``sft``: ``posttrain.sft.init_from`` → ``io.out``; checkpoints in ``io.ckpt``, the checked data
     and its quarantine in ``io.data``, curves in ``io.live``."""
     cfg = p.posttrain.sft
-    seed = cfg.train.seed if cfg.train.seed is not None else p.run.seed
-    return train_sft(p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, seed)
+    return train_sft(
+        p.posttrain, cfg.init_from, io.out, io.ckpt, io.data, io.live, stage_seed(cfg.train, p.run.seed)
+    )
+
+
+def run_base(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``sft_base``: the same SFT (``posttrain.sft``, same data) on ``posttrain.residual.base``: the instruct
+    model whose difference from that base is the instruction residual (:mod:`lmpipe.posttrain.residual`)."""
+    cfg = p.posttrain.sft
+    seed = stage_seed(cfg.train, p.run.seed)
+    return train_sft(
+        p.posttrain, p.posttrain.residual.base, io.out, io.ckpt, io.data, io.live, seed, stage="sft_base"
+    )

@@ -1,4 +1,7 @@
-"""What every post-training stage shares around its TRL trainer: arguments, resume, export, curves.
+"""What every post-training stage shares around its TRL trainer: loading, arguments, resume, export, curves.
+
+A stage driver (sft, dpo, rlvr) is: :func:`open_model` → build its rows → :func:`fit` with a function that makes
+its TRL trainer → its own stats on top of :meth:`Fitted.stats`.
 
 - Checkpoints are HF Trainer ``checkpoint-N`` dirs under the stage's checkpoint dir; a run killed at any point
   (kill -9) resumes from the last one, and the logged curve (restored with the trainer state) continues it.
@@ -13,9 +16,13 @@ import hashlib
 import json
 import math
 import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmpipe.posttrain.chat import ensure_chat_template
 from lmpipe.posttrain.config import TrainLoopConfig
 
 FINGERPRINT = "fingerprint.json"
@@ -89,12 +96,15 @@ def trainer_args(cls: type, loop: TrainLoopConfig, ckpt_dir: str | Path, seed: i
     )
 
 
-def export(model: Any, tok: Any, out_dir: str | Path) -> None:
+def export(model: Any, tok: Any, out_dir: str | Path, extra: dict[str, str] | None = None) -> None:
+    """Model + tokenizer (+ ``extra`` text files) to ``out_dir``, complete or absent (written aside, renamed)."""
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    for name, text in (extra or {}).items():
+        (tmp / name).write_text(text)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
@@ -149,3 +159,74 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+def load_model(model_dir: str | Path, template: str = "chatml") -> tuple[Any, Any, bool]:
+    """(model in fp32, tokenizer, whether a chat template was added) from an HF model dir."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: not an HF model directory (no config.json)")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    added = ensure_chat_template(tok, model, template)
+    return model, tok, added
+
+
+def open_model(
+    model_dir: str | Path, loop: TrainLoopConfig, max_length: int, template: str = "chatml"
+) -> tuple[Any, Any, bool]:
+    """A stage's start: its thread count, the model (+ chat template), and a context-length check."""
+    set_threads(loop.threads)
+    model, tok, added = load_model(model_dir, template)
+    check_context(model, max_length)
+    return model, tok, added
+
+
+@dataclass
+class Fitted:
+    trainer: Any
+    result: Any  # transformers.TrainOutput
+    resume: str | None  # the checkpoint dir resumed from
+    setup_s: float  # building the trainer (DPO: includes the reference log-probs)
+    train_s: float  # trainer.train()
+    curves: dict[str, list[tuple[int, float]]]
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps run by this process (total minus those restored from the checkpoint)."""
+        return self.trainer.state.global_step - (
+            int(Path(self.resume).name.split("-")[1]) if self.resume else 0
+        )
+
+    def stats(self, model_dir: str | Path) -> dict[str, Any]:
+        return {
+            "base_model": str(model_dir),
+            "resumed_from": Path(self.resume).name if self.resume else None,
+            "steps": self.trainer.state.global_step,
+        }
+
+
+def fit(
+    fingerprint: dict[str, Any],
+    build: Callable[[], Any],
+    tok: Any,
+    out_dir: str | Path,
+    ckpt_dir: str | Path,
+    live_dir: str | Path,
+) -> Fitted:
+    """Resume (or start) under ``fingerprint``, train the trainer ``build()`` makes, export the model, write curves."""
+    resume = prepare_checkpoints(ckpt_dir, fingerprint)
+    t0 = time.perf_counter()
+    trainer = build()
+    t1 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    t2 = time.perf_counter()
+    export(trainer.model, tok, out_dir)
+    curves = write_curves(trainer.state.log_history, live_dir)
+    return Fitted(trainer, result, resume, t1 - t0, t2 - t1, curves)
+
+
+def stage_seed(loop: TrainLoopConfig, run_seed: int) -> int:
+    return loop.seed if loop.seed is not None else run_seed
