@@ -150,12 +150,10 @@ def test_meco_pretrain_killed_before_the_boundary_resumes_to_the_same_model(tmp_
     """kill -9 after the first checkpoint (step 2, prefix phase), rerun: the run crosses the cooldown boundary
     (step 4) at the same token and ends with the uninterrupted run's weights, bit for bit."""
     import hashlib
-    import os
-    import signal
     import subprocess
-    import time
 
     from tests.conftest import stage_cmd
+    from tests.killresume import child_env, kill_when
 
     corpus(tmp_path / "docs")
     params = {
@@ -190,7 +188,7 @@ def test_meco_pretrain_killed_before_the_boundary_resumes_to_the_same_model(tmp_
         str(tmp_path / "tokenize.json"),
     )
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": f"{root}:{root / 'src'}"}
+    env = child_env()
 
     def cmd(run: Path) -> list[str]:
         return stage_cmd(
@@ -221,15 +219,8 @@ def test_meco_pretrain_killed_before_the_boundary_resumes_to_the_same_model(tmp_
         str(pfile),
         str(full / "m.json"),
     )
-    proc = subprocess.Popen(
-        cmd(crash), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    ckpt = crash / "ckpt" / "latest.ckpt"
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run finished before the kill"
+    proc = subprocess.Popen(cmd(crash), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_when(proc, (crash / "ckpt" / "latest.ckpt").exists, timeout=120)  # it must still run until then
     subprocess.run(cmd(crash), cwd=root, env=env, check=True, capture_output=True, timeout=300)
     m = json.loads((crash / "m.json").read_text())
     assert 0 < m["resumed_from_step"] < 4 and m["steps"] == 8

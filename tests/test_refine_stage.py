@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from lmpipe.llm.testing import FaultServer
 from lmpipe.refine.config import RefineConfig
 from lmpipe.refine.run import PROMPTS, RefineJob, pass_through, refine
 from tests.conftest import stage_cmd
+from tests.killresume import child_env, kill_when
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,7 +151,7 @@ def _digest(out: Path) -> tuple[str, str]:
 def test_kill_9_mid_stage_then_rerun_gives_identical_output(tmp_path: Path) -> None:
     src = make_docs(tmp_path / "in", per_shard=2, copies=4)  # 24 docs in 12 shards
     n_units = len(read_manifest(src)["shards"])
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}
+    env = child_env()
     with FaultServer(lambda req, attempt: "slow", reply=program_for, hang_s=0.15) as server:
 
         def cmd(out: Path, params: Path) -> list[str]:
@@ -170,14 +169,10 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_output(tmp_path: Path) -> N
         )
         out, params = tmp_path / "killed", _params(tmp_path / "b.yaml", server.url, tmp_path / "b.sqlite")
         proc = subprocess.Popen(
-            cmd(out, params), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            cmd(out, params), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         state = out / ".state" / "docs"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(state.glob("*.json"))) < 3 and proc.poll() is None:
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when(proc, lambda: len(list(state.glob("*.json"))) >= 3, timeout=60)
         done = len(list(state.glob("*.json")))
         assert 1 <= done < n_units, f"kill landed after {done}/{n_units} shards"
         subprocess.run(cmd(out, params), cwd=ROOT, env=env, check=True, capture_output=True)
