@@ -20,7 +20,7 @@ def test_stage_order_follows_data_dependencies_then_file_order(tmp_path):
 def test_project_pipeline_starts_with_demo_and_ingest(project_root):
     order = stage_order(project_root / "dvc.yaml")
     assert order[:2] == ["demo", "ingest"]
-    assert order.index("dedup") < order.index("tokenize") < order.index("evaluate")
+    assert order.index("dedup") < order.index("refine") < order.index("tokenize") < order.index("evaluate")
     assert order[-1] == "report"  # it reads every stage's metrics file
 
 

@@ -59,6 +59,8 @@ def test_data_stages_conserve_documents(workspace):
         m = metrics(root, stage)
         assert m["in"] == m["kept"] + m["rejected"] > 0, stage
     assert metrics(root, "score")["in"] == metrics(root, "ingest")["kept"]
+    refine = metrics(root, "refine")  # off by default: every deduplicated document passes through unchanged
+    assert refine["in"] == refine["kept"] == refine["passed_through"] == metrics(root, "dedup")["kept"]
     assert metrics(root, "filter")["in"] == metrics(root, "score")["kept"]
     assert metrics(root, "dedup")["in"] == metrics(root, "filter")["kept"]
     for stage in ("ingest", "filter", "dedup"):

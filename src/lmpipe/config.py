@@ -19,8 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmpipe.conditioning.config import ConditionConfig
 from lmpipe.mixing.config import CmrConfig, ParetoConfig, ReweightConfig
 from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig
+from lmpipe.refine.config import RefineConfig
 from lmpipe.sections import Section
 from lmpipe.web.config import WebConfig
 
@@ -816,6 +818,8 @@ class Params(Section):
     augment: AugmentConfig = AugmentConfig()
     filter: FilterConfig = FilterConfig()
     dedup: DedupConfig = DedupConfig()
+    refine: RefineConfig = RefineConfig()
+    condition: ConditionConfig = ConditionConfig()
     gates: GatesConfig = GatesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmpipe.conditioning.config import MetaConfig
 from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
 from lmpipe.documents import sha256_file
 from lmpipe.mixture import INDEX, TokenIndex, tuned_mixture
@@ -34,9 +35,11 @@ def train_on_tokens(
     export_dir: str | Path | None,
     fingerprint: dict[str, Any] | None = None,
     progress: bool = True,
+    meco: MetaConfig | None = None,
 ) -> dict[str, Any]:
     """Train on ``mixture`` over the token dirs (merged when several: replay reads them in place); with
-    ``mixture.reweight.enabled`` the weights are updated online (:mod:`lmpipe.mixing.reweight`)."""
+    ``mixture.reweight.enabled`` the weights are updated online (:mod:`lmpipe.mixing.reweight`); with
+    ``meco``, on the metadata-prefixed documents for its fraction of the tokens, then on plain ones."""
     from lmpipe.mixture import normalize_weights
     from lmpipe.training.data import mixture_samplers, vocab_and_special_ids
     from lmpipe.training.trainer import train
@@ -49,6 +52,9 @@ def train_on_tokens(
         "mixture": mixture.model_dump(),
         **(fingerprint or {}),
     }
+    if meco is not None and (mixture.reweight.enabled or mixture.sampler != "weighted"):
+        raise ValueError("condition.meco needs mixture.sampler: weighted and mixture.reweight off: MeCo trains "
+                         "from two weighted samplers in turn, which reweighting and RS2 do not drive yet")
     callbacks = []
     if mixture.reweight.enabled:
         from lmpipe.mixing import reweight
@@ -56,10 +62,20 @@ def train_on_tokens(
         weights = normalize_weights(mixture.weights, index.domains("train"), mixture.missing)
         callbacks.append(reweight.build(mixture.reweight, index, weights, train_cfg.seq_len, train_cfg.batch_size,
                                         seed))
+    meco_windows = None
+    if meco is not None:
+        from lmpipe.conditioning.meco import boundary_windows
+
+        if not isinstance(train_cfg.devices, int):
+            raise ValueError("condition.meco needs train.devices as a number (the cooldown boundary counts windows "
+                             "of all devices)")
+        meco_windows = boundary_windows(meco.fraction, train_cfg.max_steps, train_cfg.batch_size,
+                                        train_cfg.grad_accum, train_cfg.devices * train_cfg.num_nodes)
+        run_id["meco"] = {**meco.model_dump(), "windows": meco_windows}
     stats = train(
         model_cfg,
         train_cfg,
-        mixture_samplers(index, mixture, train_cfg.seq_len, seed),
+        mixture_samplers(index, mixture, train_cfg.seq_len, seed, meco_windows),
         vocab_size=vocab_size,
         ckpt_dir=ckpt_dir,
         log_dir=log_dir,
@@ -91,7 +107,12 @@ def stage_mixture(mixture: MixtureConfig, io: StageIO) -> MixtureConfig:
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     seed = p.train.seed if p.train.seed is not None else p.run.seed
     mixture = stage_mixture(p.mixture, io)
+    meco = p.condition.meco if p.condition.meco.enabled else None
     stats = train_on_tokens(p.model, p.train, mixture, [io.tokens], io.tokenizer, seed=seed,
-                            ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out)
+                            ckpt_dir=io.ckpt, log_dir=io.live, export_dir=io.out, meco=meco)
+    if meco is not None:
+        # the prefix is gone from this optimizer step on (lmpipe.conditioning.meco.boundary_windows)
+        stats["meco"] = {"fraction": meco.fraction, "template": meco.template,
+                         "cooldown_from_step": round(meco.fraction * p.train.max_steps)}
     return {**stats, "mixture": {d: round(w, 6) for d, w in sorted(mixture.weights.items())},
             "mixture_from_tune": mixture.from_tune}

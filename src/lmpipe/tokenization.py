@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmpipe.conditioning.encode import Conditioner
+from lmpipe.conditioning.meco import meco_split
 from lmpipe.config import TokenizeConfig
 from lmpipe.docsplit import SPLITS, SplitPlan, split_plan
 from lmpipe.documents import (
@@ -43,6 +45,7 @@ from lmpipe.sharded import dataset_units, files_intact, read_marker, write_marke
 from lmpipe.tokenizer import Encoder, prepare_tokenizer
 
 if TYPE_CHECKING:
+    from lmpipe.conditioning.config import ConditionConfig
     from lmpipe.config import Params
     from lmpipe.contract import StageIO
 
@@ -66,6 +69,7 @@ class PackTask:
     encode_threads: int
     heldout_docs_per_shard: int
     fingerprint: str
+    conditioner: Conditioner | None = None  # PHF control tokens and/or the MeCo variant (lmpipe.conditioning)
 
 
 def _unit_marker(task: PackTask) -> Path:
@@ -96,6 +100,8 @@ def pack_unit(task: PackTask) -> dict:
     if done is not None:
         return done
     _configure_threads(task.encode_threads)
+    if task.conditioner is not None:
+        task.conditioner.counts.clear()  # an in-process executor hands every task the same object
     enc = Encoder.load(task.tokenizer_dir)
     name = f"part-{task.index:05d}.bin"
     tokens_dir = Path(task.tokens_dir)
@@ -106,13 +112,20 @@ def pack_unit(task: PackTask) -> dict:
         with heldout:
             for batch in iter_batches(task.shard, ["id", "text", "domain", "source", "meta"], task.batch_docs):
                 cols = batch.to_pydict()
-                ids, lengths = enc.encode_docs(cols["text"])
+                meco_ids = None
+                if task.conditioner is None:
+                    ids, lengths = enc.encode_docs(cols["text"])
+                else:
+                    ids, lengths, meco_ids, meco_lengths = task.conditioner.encode(enc, cols)
                 splits = [task.plan.split_of(i) for i in cols["id"]]
                 for i, split in enumerate(splits):
                     if split == "val":
                         heldout.write({k: cols[k][i] for k in cols})
                 nbytes = [len(t.encode("utf-8")) for t in cols["text"]]
                 _append_runs(ids, lengths, nbytes, splits, cols["domain"], tokens_dir, name, handles, counts)
+                if meco_ids is not None:  # the same documents with their metadata prefix, in splits *_meco
+                    _append_runs(meco_ids, meco_lengths, nbytes, [meco_split(s) for s in splits], cols["domain"],
+                                 tokens_dir, name, handles, counts)
         for (split, domain), f in handles.items():
             f.close()
             final = tokens_dir / split / domain / name
@@ -128,6 +141,7 @@ def pack_unit(task: PackTask) -> dict:
     result = {
         "index": task.index, "key": task.key, "fingerprint": task.fingerprint, "dtype": enc.dtype.name,
         "files": files, "heldout_shards": [asdict(s) for s in heldout.shards],
+        "control_counts": dict(task.conditioner.counts) if task.conditioner is not None else {},
     }
     write_marker(_unit_marker(task), result)
     return result
@@ -171,35 +185,70 @@ def tokenize_corpus(
     heldout_dir: str | Path,
     executor: Executor,
     state_dir: str | Path | None = None,
+    condition: ConditionConfig | None = None,
 ) -> dict[str, Any]:
     """The whole stage: split plan → tokenizer → parallel packing → index.json + held-out manifest.
 
-    Returns stats for the metrics file (per split and domain: tokens, docs, bytes per token)."""
+    ``condition`` adds PHF control tokens (reserved in the tokenizer as single ids) and/or MeCo's prefixed
+    variant of every document. Returns stats for the metrics file (per split and domain: tokens, docs, bytes
+    per token)."""
     docs_dir, tokens_dir, heldout_dir = Path(docs_dir), Path(tokens_dir), Path(heldout_dir)
     state = Path(state_dir) if state_dir else tokens_dir.parent / ".state" / tokens_dir.name
     for d in (tokens_dir, heldout_dir, state):
         d.mkdir(parents=True, exist_ok=True)
     plan = split_plan(docs_dir, cfg.val_fraction)
+    reserved = [t for t in (condition.special_tokens() if condition else []) if t not in cfg.extra_special_tokens]
+    if reserved:
+        cfg = cfg.model_copy(update={"extra_special_tokens": [*cfg.extra_special_tokens, *reserved]})
     enc, tok_info = prepare_tokenizer(cfg, docs_dir, tokenizer_dir, plan, state)
+    conditioner = _conditioner(condition, enc, docs_dir, plan)
     tok_sha = sha256_file(Path(tokenizer_dir) / "tokenizer.json")
-    recipe = json.dumps([tok_sha, plan.key(), cfg.heldout_docs_per_shard])
+    recipe = json.dumps([tok_sha, plan.key(), cfg.heldout_docs_per_shard, _describe(conditioner)])
     tasks = [
         PackTask(i, key, shard, str(tokenizer_dir), str(tokens_dir), str(heldout_dir), str(state), plan,
                  cfg.batch_docs, cfg.encode_threads, cfg.heldout_docs_per_shard,
-                 hashlib.sha256(f"{recipe}\0{key}".encode()).hexdigest()[:32])
+                 hashlib.sha256(f"{recipe}\0{key}".encode()).hexdigest()[:32], conditioner)
         for i, (key, shard) in enumerate(dataset_units(docs_dir))
     ]
     results = executor.map(pack_unit, tasks, desc="tokenize")
-    index = _finalize(results, enc, tokenizer_dir, tokens_dir, heldout_dir, state, cfg)
+    index = _finalize(results, enc, tokenizer_dir, tokens_dir, heldout_dir, state, cfg, _describe(conditioner))
     return _stats(index, tok_info)
 
 
+def _conditioner(condition: ConditionConfig | None, enc: Encoder, docs_dir: Path, plan: SplitPlan) -> Conditioner | None:
+    from lmpipe.conditioning.control import build_tagger
+
+    if condition is None or not (condition.control.enabled or condition.meco.enabled):
+        return None
+    tagger = None
+    if condition.control.enabled:
+        ids = [enc.tok.token_to_id(t) for t in condition.control.tokens]
+        if any(i is None for i in ids):
+            raise ValueError(f"control tokens {condition.control.tokens} are not all single ids in the tokenizer "
+                             f"(got {ids}); a reused tokenizer must have room for them")
+        tagger = build_tagger(condition.control, docs_dir, plan, ids)
+    return Conditioner(tagger, condition.meco if condition.meco.enabled else None)
+
+
+def _describe(c: Conditioner | None) -> dict[str, Any] | None:
+    """The conditioning in index.json (and in the packing fingerprint)."""
+    if c is None:
+        return None
+    out: dict[str, Any] = {}
+    if c.tagger is not None:
+        t = c.tagger
+        out["control"] = {**t.cfg.model_dump(), "ids": t.token_ids, "cuts": t.cuts}
+    if c.meco is not None:
+        out["meco"] = {**c.meco.model_dump(), "splits": {s: meco_split(s) for s in SPLITS}}
+    return out
+
+
 def _finalize(results: list[dict], enc: Encoder, tokenizer_dir: str | Path, tokens_dir: Path, heldout_dir: Path,
-              state: Path, cfg: TokenizeConfig) -> dict[str, Any]:
+              state: Path, cfg: TokenizeConfig, condition: dict[str, Any] | None = None) -> dict[str, Any]:
     splits: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in SPLITS}
     for r in results:
         for f in r["files"]:
-            d = splits[f["split"]].setdefault(f["domain"], {"tokens": 0, "docs": 0, "text_bytes": 0, "files": []})
+            d = splits.setdefault(f["split"], {}).setdefault(f["domain"], {"tokens": 0, "docs": 0, "text_bytes": 0, "files": []})
             for k in ("tokens", "docs", "text_bytes"):
                 d[k] += f[k]
             d["files"].append({"path": f["path"], "tokens": f["tokens"]})
@@ -226,6 +275,14 @@ def _finalize(results: list[dict], enc: Encoder, tokenizer_dir: str | Path, toke
         "val_fraction": cfg.val_fraction,
         "splits": {s: dict(sorted(v.items())) for s, v in splits.items()},
     }
+    if condition is not None:
+        if "control" in condition:
+            tags: dict[str, int] = {}
+            for r in results:
+                for k, v in r.get("control_counts", {}).items():
+                    tags[k] = tags.get(k, 0) + v
+            condition = {**condition, "control": {**condition["control"], "pieces": dict(sorted(tags.items()))}}
+        index["condition"] = condition
     tmp = tokens_dir / f".{INDEX}.tmp"
     tmp.write_text(json.dumps(index, indent=1) + "\n")
     os.replace(tmp, tokens_dir / INDEX)
@@ -246,6 +303,8 @@ def _stats(index: dict, tok_info: dict) -> dict[str, Any]:
         }
         out[f"{split}_tokens"] = sum(v["tokens"] for v in domains.values())
     out["tokens"] = out["train_tokens"] + out["val_tokens"]
+    if "condition" in index:
+        out["condition"] = index["condition"]
     return out
 
 
@@ -254,6 +313,6 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     import time
 
     start = time.perf_counter()
-    stats = tokenize_corpus(p.tokenize, io.docs, io.tokens, io.tokenizer, io.heldout, ex)
+    stats = tokenize_corpus(p.tokenize, io.docs, io.tokens, io.tokenizer, io.heldout, ex, condition=p.condition)
     stats["tokens_per_s"] = round(stats["tokens"] / max(time.perf_counter() - start, 1e-9))
     return stats

@@ -150,6 +150,9 @@ def reuse_tokenizer(src: str | Path, out_dir: str | Path, cfg: TokenizeConfig) -
         if hf.convert_tokens_to_ids(cfg.eos_token) in (None, hf.unk_token_id):
             raise ValueError(f"{src}: the tokenizer has no eos_token and {cfg.eos_token!r} is not in its vocabulary")
         hf.eos_token = cfg.eos_token
+    missing = [t for t in cfg.extra_special_tokens if t not in hf.get_vocab()]
+    if missing:  # e.g. PHF control tokens: reserved as single ids beside the reused vocabulary
+        hf.add_tokens(missing, special_tokens=True)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,7 @@ same texts.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
@@ -54,9 +54,13 @@ def _chunks(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
 
 
 def heldout_metrics(
-    lm: LM, docs: Iterable[Document], cfg: HeldoutConfig, batch_tokens: int = 1024, read_chunk: int = 64
+    lm: LM, docs: Iterable[Document], cfg: HeldoutConfig, batch_tokens: int = 1024, read_chunk: int = 64,
+    context: Callable[[Document], str] | None = None,
 ) -> dict[str, dict[str, float | int]]:
-    """``{domain: {docs, tokens, bytes, loss, perplexity, bits_per_byte}}`` plus ``"all"`` (token-weighted)."""
+    """``{domain: {docs, tokens, bytes, loss, perplexity, bits_per_byte}}`` plus ``"all"`` (token-weighted).
+
+    ``context`` (e.g. MeCo's metadata prefix): text each document's first window is conditioned on; only the
+    document's own tokens are scored, so the metrics compare with and without it."""
     seq_len = min(cfg.seq_len or lm.max_len, lm.max_len)
     tally: dict[str, DomainTally] = {}
     bar = tqdm(desc=f"heldout {lm.name}", unit="tok", dynamic_ncols=True, mininterval=1.0)
@@ -76,7 +80,12 @@ def heldout_metrics(
             t.docs += 1
             t.tokens += len(ids)
             t.bytes += len(doc.text.encode("utf-8"))
-            for s in windows(ids, lm.start_id, seq_len):
+            head = lm.encode([context(doc)])[0] if context is not None else []
+            # windows shortened by the context's length, so the first one still fits it whole
+            doc_spans = windows(ids, lm.start_id, max(2, seq_len - len(head)))
+            if head:
+                doc_spans[0] = Span([lm.start_id, *head, *doc_spans[0].ids[1:]], 1 + len(head))
+            for s in doc_spans:
                 spans.append(s)
                 owner.append(doc.domain)
         if spans:

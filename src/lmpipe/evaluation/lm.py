@@ -37,6 +37,7 @@ class LM:
     max_len: int
     start_id: int
     pad_id: int
+    prompt_prefix: tuple[int, ...] = ()  # ids after the start token of every generation prompt (PHF: <|good|>)
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None, seq_len: int | None = None) -> LM:
@@ -194,7 +195,7 @@ def generate(
     seed: int = 0,
 ) -> list[list[str]]:
     """``num_samples`` continuations per prompt (greedy unless ``sample``); only the new text is returned."""
-    encoded = [[lm.start_id, *ids] for ids in lm.encode(prompts)]
+    encoded = [[lm.start_id, *lm.prompt_prefix, *ids] for ids in lm.encode(prompts)]
     keep = max(1, lm.max_len - max_new_tokens)
     encoded = [e[-keep:] for e in encoded]
     results: list[list[str]] = []

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmpipe.conditioning.config import ConditionConfig
 from lmpipe.config import EvaluateConfig
 from lmpipe.documents import iter_documents
 from lmpipe.evaluation.forgetting import forgetting
@@ -58,14 +60,23 @@ def evaluate_model(
     scorer: ToxicityScorer | None,
     seed: int,
     model_dir: str | Path | None = None,
+    condition: ConditionConfig | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
-    """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``)."""
+    """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). With ``condition``:
+    held-out loss also with MeCo's metadata prefix (``heldout_meco``); toxicity of generations conditioned on
+    the best PHF control token (``toxicity``) and without it (``toxicity_unconditioned``)."""
     bs = cfg.batch_size
     t0 = time.perf_counter()
     res: dict[str, Any] = {}
     samples: list[dict] = []
     if heldout_dir is not None:
         res["heldout"] = heldout_metrics(lm, iter_documents(heldout_dir), cfg.heldout, cfg.batch_tokens)
+        if condition is not None and condition.meco.enabled:
+            from lmpipe.conditioning.meco import prefix
+
+            meco = condition.meco
+            res["heldout_meco"] = heldout_metrics(lm, iter_documents(heldout_dir), cfg.heldout, cfg.batch_tokens,
+                                                  context=lambda d: prefix(meco, d.meta, d.source, d.domain))
     if qa is not None and qa.items:
         items = qa.items[: cfg.qa.max_questions] if cfg.qa.max_questions else qa.items
         mc, _ = multiple_choice(lm, items, cfg.qa, cfg.batch_tokens)
@@ -80,7 +91,16 @@ def evaluate_model(
         res["posttrain"], rows = posttrain_metrics(lm, cfg.posttrain, bs)
         samples += rows
     if scorer is not None and cfg.toxicity.prompts:
-        res["toxicity"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
+        # PHF: a model trained with control tokens is evaluated as it is used, generating after the best one
+        # (``toxicity``, the path every model shares), and also without it (``toxicity_unconditioned``)
+        good = _control_id(lm, condition)
+        if good is not None:
+            res["toxicity_unconditioned"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
+            samples += [{"model": lm.name, "kind": "toxicity_unconditioned", **r} for r in rows]
+        used = lm if good is None else replace(lm, prompt_prefix=(good,))
+        res["toxicity"], rows = toxicity_eval(used, cfg.toxicity, scorer, seed, bs)
+        if good is not None:
+            res["toxicity"]["control_token"] = condition.control.tokens[0]  # type: ignore[union-attr]
         samples += [{"model": lm.name, "kind": "toxicity", **r} for r in rows]
     if cfg.samples.prompts:
         gens = generate(lm, cfg.samples.prompts, cfg.samples.max_new_tokens, bs)
@@ -92,12 +112,25 @@ def evaluate_model(
     return res, samples
 
 
+def _control_id(lm: LM, condition: ConditionConfig | None) -> int | None:
+    """The id of the best control token when PHF is on and the model's tokenizer reserves it."""
+    if condition is None or not condition.control.enabled:
+        return None
+    token = condition.control.tokens[0]
+    i = lm.tokenizer.convert_tokens_to_ids(token)
+    if i is None or i == lm.tokenizer.unk_token_id or lm.tokenizer.convert_ids_to_tokens(i) != token:
+        raise ValueError(f"{lm.name}: condition.control is on but its tokenizer has no token {token!r}; "
+                         "retrain (tokenize, pretrain) with the control tokens reserved")
+    return int(i)
+
+
 def evaluate_models(
     cfg: EvaluateConfig,
     heldout_dir: str | Path | None,
     qa_path: str | Path | None,
     seed: int,
     log: Callable[[str], None] = print,
+    condition: ConditionConfig | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model."""
     import torch
@@ -117,7 +150,7 @@ def evaluate_models(
     for name in evaluation_order(cfg):
         m = cfg.models[name]
         lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
-        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path)
+        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition)
         samples += rows
         if m.parent:
             results[name]["forgetting"] = {"parent": m.parent,
@@ -165,7 +198,7 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     generations → ``io.samples``, DVC plot series → ``io.plots``."""
     import json
 
-    results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed)
+    results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition)
     io.samples.parent.mkdir(parents=True, exist_ok=True)
     io.samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     io.plots.mkdir(parents=True, exist_ok=True)

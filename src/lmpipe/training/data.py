@@ -42,16 +42,27 @@ def vocab_and_special_ids(index: TokenIndex, tokenizer_dir: str | Path) -> tuple
 
 
 def mixture_samplers(
-    tokens_dir: str | Path | TokenIndex, mixture: MixtureConfig, seq_len: int, seed: int
+    tokens_dir: str | Path | TokenIndex, mixture: MixtureConfig, seq_len: int, seed: int,
+    meco_windows: int | None = None,
 ) -> SamplerFactory:
     """Samplers over ``data/tokens``: the configured mixture for training; for validation the same weights
     over the held-out domains big enough for one window (small domains may have no held-out window at all).
-    ``tokens_dir`` may also be a ready ``TokenIndex`` (e.g. ``TokenIndex.merge`` of several directories)."""
+    ``tokens_dir`` may also be a ready ``TokenIndex`` (e.g. ``TokenIndex.merge`` of several directories).
+    ``meco_windows``: the first that many training windows come from the MeCo-prefixed documents
+    (:class:`lmpipe.conditioning.meco.CooldownSampler`), the rest from the plain ones."""
     from lmpipe.mixture import MixtureSampler, TokenIndex
 
     index = tokens_dir if isinstance(tokens_dir, TokenIndex) else TokenIndex.load(tokens_dir)
 
     def make(split: str) -> WindowSampler:
+        if split == "train" and meco_windows is not None:
+            from lmpipe.conditioning.meco import CooldownSampler, meco_split
+
+            if meco_split("train") not in index.splits:
+                raise ValueError(f"condition.meco is on but {index.root} has no {meco_split('train')!r} split: "
+                                 "rerun the tokenize stage with condition.meco.enabled")
+            return CooldownSampler(MixtureSampler.from_config(index, mixture, seq_len, seed, meco_split("train")),
+                                   MixtureSampler.from_config(index, mixture, seq_len, seed, "train"), meco_windows)
         if split == "train":
             if mixture.sampler == "rs2":
                 from lmpipe.mixing.rs2 import RS2Sampler

@@ -1,0 +1,1 @@
+"""ProX-style refinement: LLM-written edit programs (:mod:`.program`), the ``refine`` stage (:mod:`.run`)."""
