@@ -402,6 +402,12 @@ class TrainConfig(Section):
     val_every: int = Field(50, ge=1, description="optimizer steps between validations")
     val_batches: int = Field(4, ge=1, description="fixed held-out batches per validation")
     ckpt_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
+    val_domain_batches: int = Field(
+        1, ge=0, description="fixed held-out batches per domain, validated every val_every steps (0 = off)"
+    )
+    keep_steps: list[int] = Field(
+        default_factory=list, description="optimizer steps whose model is kept as an HF dir in <ckpt>/steps"
+    )
     log_every: int = Field(1, ge=1)
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "tpu", "auto"] = "cpu"
     devices: int | Literal["auto"] = Field(1, description="devices per node")
@@ -411,6 +417,13 @@ class TrainConfig(Section):
     compile: bool = Field(False, description="torch.compile the model")
     threads: int = Field(1, ge=0, description="torch intra-op threads; 0 = torch's default (one per core)")
     peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU; None = known GPU or measured")
+
+    @model_validator(mode="after")
+    def _keep_steps(self) -> TrainConfig:
+        outside = [s for s in self.keep_steps if not 1 <= s <= self.max_steps]
+        if outside:
+            raise ValueError(f"keep_steps {outside} outside 1..max_steps ({self.max_steps})")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- cpt
