@@ -107,7 +107,7 @@ STAGES: tuple[Stage, ...] = (
           inputs={"docs": "data/dedup/docs"},
           outputs={"out": Out("data/augment/docs", persist=True, why="LLM answers are reused from llm.cache"),
                    "rejected": Out("data/augment/rejected", persist=True)},
-          params=("run.seed", "llm", "augment"), data=("src/lmpipe/synth/prompts",)),
+          params=("run.seed", "llm", "augment", "tokenize.val_fraction"), data=("src/lmpipe/synth/prompts",)),
     Stage("tune", "lmpipe.tuning", "Optuna study over the mixture weights by short proxy runs",
           inputs={"tokens": "data/tokens", "heldout": "data/heldout/docs", "tokenizer": "models/tokenizer"},
           outputs={"out": Out("data/tune", persist=True, why="the study DB: a killed or extended study resumes"),

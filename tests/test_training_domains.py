@@ -29,7 +29,11 @@ def _add_noise_domain(tokens: Path, vocab: int, n: int = 20_000) -> None:
         rel = f"{split}/noise/000.bin"
         (tokens / split / "noise").mkdir(parents=True)
         rng.integers(0, vocab, size).astype(np.uint16).tofile(tokens / rel)
-        index["splits"][split]["noise"] = {"tokens": size, "docs": 1, "files": [{"path": rel, "tokens": size}]}
+        index["splits"][split]["noise"] = {
+            "tokens": size,
+            "docs": 1,
+            "files": [{"path": rel, "tokens": size}],
+        }
     (tokens / "index.json").write_text(json.dumps(index))
 
 
@@ -41,12 +45,30 @@ def run(shakespeare: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:  #
     tokens = root / "tokens"
     shutil.copytree(shakespeare["tokens"], tokens)
     _add_noise_domain(tokens, shakespeare["vocab"])
-    cfg = TrainConfig(seq_len=SEQ, batch_size=16, max_steps=40, lr=5e-3, val_every=10, val_batches=2,
-                      ckpt_every=20, val_domain_batches=2, keep_steps=[10, 40],
-                      schedule={"kind": "cosine", "warmup_steps": 5, "min_ratio": 0.1})
-    stats = train(MODEL, cfg, mixture_samplers(tokens, MixtureConfig(weights={"prose": 0.8, "noise": 0.2}), SEQ, 3),
-                  vocab_size=shakespeare["vocab"], ckpt_dir=root / "ckpt", log_dir=root / "live",
-                  export_dir=root / "model", tokenizer_dir=shakespeare["tokenizer"], seed=3, progress=False)
+    cfg = TrainConfig(
+        seq_len=SEQ,
+        batch_size=16,
+        max_steps=40,
+        lr=5e-3,
+        val_every=10,
+        val_batches=2,
+        ckpt_every=20,
+        val_domain_batches=2,
+        keep_steps=[10, 40],
+        schedule={"kind": "cosine", "warmup_steps": 5, "min_ratio": 0.1},
+    )
+    stats = train(
+        MODEL,
+        cfg,
+        mixture_samplers(tokens, MixtureConfig(weights={"prose": 0.8, "noise": 0.2}), SEQ, 3),
+        vocab_size=shakespeare["vocab"],
+        ckpt_dir=root / "ckpt",
+        log_dir=root / "live",
+        export_dir=root / "model",
+        tokenizer_dir=shakespeare["tokenizer"],
+        seed=3,
+        progress=False,
+    )
     return {"stats": stats, "root": root}
 
 
@@ -65,8 +87,10 @@ def test_each_domain_has_its_own_validation_curve(shakespeare: dict, run: dict) 
     assert prose[40] < prose[10] and prose[40] < unigram < ln_v - 1.0
     # the mixed loss (weights 0.8/0.2 over both) lies between the two domains' losses
     assert prose[40] < mixed[40] < noise[40]
-    assert run["stats"]["val_loss_domains"] == {"noise": pytest.approx(noise[40], abs=1e-5),
-                                                "prose": pytest.approx(prose[40], abs=1e-5)}
+    assert run["stats"]["val_loss_domains"] == {
+        "noise": pytest.approx(noise[40], abs=1e-5),
+        "prose": pytest.approx(prose[40], abs=1e-5),
+    }
 
 
 def test_models_are_kept_at_the_chosen_steps(shakespeare: dict, run: dict) -> None:  # noqa: F811
@@ -85,7 +109,9 @@ def test_models_are_kept_at_the_chosen_steps(shakespeare: dict, run: dict) -> No
         model = AutoModelForCausalLM.from_pretrained(d).eval()
         with torch.no_grad():
             logits = model(input_ids=val[:, :-1]).logits
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), val[:, 1:].reshape(-1)).item()
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), val[:, 1:].reshape(-1)
+        ).item()
 
     assert loss(steps / "step-000010") > loss(steps / "step-000040") + 0.1
 

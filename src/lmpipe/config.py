@@ -488,6 +488,14 @@ class EntiGraphConfig(Section):
     """EntiGraph: entities per document, then texts relating sampled entity pairs and triples."""
 
     enabled: bool = True
+    mode: Literal["entigraph", "rephrase", "raw"] = Field(
+        "entigraph",
+        description="what the selected docs become: EntiGraph relation texts; 'rephrase': `rephrases` LLM "
+        "paraphrases of each doc (the EntiGraph paper's Rephrase baseline); 'raw': the doc itself, copied to the "
+        "synthetic domain (raw-document CPT)",
+    )
+    rephrases: int = Field(2, ge=1, description="rephrase mode: paraphrases per document")
+    rephrase_tokens: int = Field(256, ge=8, description="rephrase mode: max tokens per paraphrase")
     select: SelectConfig = SelectConfig()
     doc_chars: int = Field(1500, ge=100, description="document prefix shown to the model")
     max_entities: int = Field(8, ge=2)
@@ -547,6 +555,7 @@ class AugmentConfig(Section):
     docs_per_shard: int = Field(5000, ge=1)
     workers: int = Field(1, ge=1, description="parallel shards; each loads its own embedded model (prefer 1)")
     prompts_dir: str | None = Field(None, description="directory of prompt templates overriding the packaged ones")
+    exclude_heldout: bool = Field(True, description="never augment the documents tokenize holds out for evaluation")
 
 
 # ------------------------------------------------------------------------------------------ filter
