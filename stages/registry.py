@@ -146,7 +146,7 @@ STAGES: tuple[Stage, ...] = (
                    "data": Out("data/posttrain/rlvr", cache=False)},
           params=("run.seed", "posttrain.data", "posttrain.rlvr"), live="dvclive/rlvr"),
     Stage("evaluate", "lmpipe.evaluation.run", "per-domain loss, closed-book QA, forgetting, toxicity, samples",
-          inputs={"heldout": "data/heldout/docs", "qa": "data/eval/fiction_qa.jsonl"},
+          inputs={"heldout": "data/heldout/docs", "qa": "data/eval/fiction_qa.jsonl", "synthetic": "data/augment/docs"},
           deps=("models/pretrain", "models/cpt", "models/sft", "models/dpo", "models/rlvr", "models/filter",
                 "data/eval/posttrain_qa.jsonl", "data/eval/math_heldout.jsonl", "data/eval/pref_heldout.jsonl"),
           outputs={"samples": Out("reports/samples.jsonl", cache=False)},

@@ -244,6 +244,7 @@ class QAConfig(Section):
     generate: bool = Field(True, description="also greedy-generate answers and score normalised exact match")
     max_new_tokens: int = Field(12, ge=1)
     max_questions: int | None = Field(None, ge=1)
+    coverage: bool = Field(True, description="also split MC accuracy by whether the synthetic docs mention the entity")
 
     @model_validator(mode="after")
     def _closed_book(self) -> QAConfig:

@@ -179,6 +179,17 @@ def qa_section(ev: dict | None) -> Section:
                             caption="models side by side"))
     plot_keys = [k for k in ("mc_accuracy", "exact_match") if k in keys]
     series = {labels[k]: [q.get(k, float("nan")) for q in models.values()] for k in plot_keys}
+    cov = {n: q["coverage"] for n, q in models.items() if "coverage" in q}
+    if cov:  # covered = the entity is mentioned by the synthetic (augment) documents
+        rows = [[n, f"{c['entities_covered']} / {c['entities']}",
+                 *(f"{fmt(c[k]['mc_accuracy'])} ({c[k]['questions']} q)" for k in ("covered", "not_covered"))]
+                for n, c in cov.items()]
+        sec.tables.append(Table(["model", "entities covered", "MC covered", "MC not covered"], rows,
+                                caption="MC accuracy split by entity coverage of the synthetic documents"))
+        for k in ("covered", "not_covered"):
+            series[f"MC {k.replace('_', ' ')}"] = [
+                (q.get("coverage", {}).get(k, {}).get("mc_accuracy") or float("nan")) for q in models.values()
+            ]
     sec.figures.append(_grouped_bars(list(models), series, "accuracy", "Closed-book QA accuracy by model"))
     return sec
 
