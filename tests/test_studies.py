@@ -203,3 +203,13 @@ def test_set_args_round_trip_through_dvc(tmp_path):
     from ruamel.yaml import YAML
 
     assert YAML(typ="safe").load(path.read_text()) == expected
+
+
+def test_new_key_metric_is_not_looked_up_in_the_reference_run(tmp_path):
+    # a metric written by code newer than the committed metrics/*.json: declared, so not an error
+    body = yaml.safe_load(yaml.safe_dump(SMOKE))
+    body["metrics"]["fresh"] = {"path": "pretrain.val_loss_domains.prose", "new_key": True}
+    load_study(write_study(tmp_path, body), ROOT)
+    body["metrics"]["fresh"]["new_key"] = False
+    with pytest.raises(StudyError, match="metrics.fresh.path: no key 'val_loss_domains'"):
+        load_study(write_study(tmp_path, body), ROOT)

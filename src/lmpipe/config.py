@@ -257,6 +257,7 @@ class QAConfig(Section):
     generate: bool = Field(True, description="also greedy-generate answers and score normalised exact match")
     max_new_tokens: int = Field(12, ge=1)
     max_questions: int | None = Field(None, ge=1)
+    coverage: bool = Field(True, description="also split MC accuracy by whether the synthetic docs mention the entity")
 
     @model_validator(mode="after")
     def _closed_book(self) -> QAConfig:
@@ -415,6 +416,12 @@ class TrainConfig(Section):
     val_every: int = Field(50, ge=1, description="optimizer steps between validations")
     val_batches: int = Field(4, ge=1, description="fixed held-out batches per validation")
     ckpt_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
+    val_domain_batches: int = Field(
+        1, ge=0, description="fixed held-out batches per domain, validated every val_every steps (0 = off)"
+    )
+    keep_steps: list[int] = Field(
+        default_factory=list, description="optimizer steps whose model is kept as an HF dir in <ckpt>/steps"
+    )
     log_every: int = Field(1, ge=1)
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "tpu", "auto"] = "cpu"
     devices: int | Literal["auto"] = Field(1, description="devices per node")
@@ -424,6 +431,13 @@ class TrainConfig(Section):
     compile: bool = Field(False, description="torch.compile the model")
     threads: int = Field(1, ge=0, description="torch intra-op threads; 0 = torch's default (one per core)")
     peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU; None = known GPU or measured")
+
+    @model_validator(mode="after")
+    def _keep_steps(self) -> TrainConfig:
+        outside = [s for s in self.keep_steps if not 1 <= s <= self.max_steps]
+        if outside:
+            raise ValueError(f"keep_steps {outside} outside 1..max_steps ({self.max_steps})")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- cpt
@@ -491,6 +505,14 @@ class EntiGraphConfig(Section):
     """EntiGraph: entities per document, then texts relating sampled entity pairs and triples."""
 
     enabled: bool = True
+    mode: Literal["entigraph", "rephrase", "raw"] = Field(
+        "entigraph",
+        description="what the selected docs become: EntiGraph relation texts; 'rephrase': `rephrases` LLM "
+        "paraphrases of each doc (the EntiGraph paper's Rephrase baseline); 'raw': the doc itself, copied to the "
+        "synthetic domain (raw-document CPT)",
+    )
+    rephrases: int = Field(2, ge=1, description="rephrase mode: paraphrases per document")
+    rephrase_tokens: int = Field(256, ge=8, description="rephrase mode: max tokens per paraphrase")
     select: SelectConfig = SelectConfig()
     doc_chars: int = Field(1500, ge=100, description="document prefix shown to the model")
     max_entities: int = Field(8, ge=2)
@@ -550,6 +572,7 @@ class AugmentConfig(Section):
     docs_per_shard: int = Field(5000, ge=1)
     workers: int = Field(1, ge=1, description="parallel shards; each loads its own embedded model (prefer 1)")
     prompts_dir: str | None = Field(None, description="directory of prompt templates overriding the packaged ones")
+    exclude_heldout: bool = Field(True, description="never augment the documents tokenize holds out for evaluation")
 
 
 # ------------------------------------------------------------------------------------------ filter

@@ -1,5 +1,6 @@
 """One self-contained HTML report per run: training curves, per-domain bits/byte, closed-book QA side by
-side, forgetting, toxicity, mixture weights, the data funnel and sample generations.
+side, forgetting, toxicity, mixture weights, the data funnel, sample generations, and links to the study pages
+(``reports/studies/*.html``, written by ``lmpipe study run``) with their claims' verdicts.
 
 Offline by construction: figures are matplotlib (Agg) PNGs embedded as base64, styles are inline, and no
 script is loaded from anywhere. Every section reads files the pipeline writes (``metrics/*.json``,
@@ -13,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,12 @@ TEMPLATE = "report.html.j2"
 class Figure:
     title: str
     png_b64: str
+
+
+@dataclass
+class Link:
+    text: str
+    href: str  # relative to the report page
 
 
 @dataclass
@@ -179,6 +187,17 @@ def qa_section(ev: dict | None) -> Section:
                             caption="models side by side"))
     plot_keys = [k for k in ("mc_accuracy", "exact_match") if k in keys]
     series = {labels[k]: [q.get(k, float("nan")) for q in models.values()] for k in plot_keys}
+    cov = {n: q["coverage"] for n, q in models.items() if "coverage" in q}
+    if cov:  # covered = the entity is mentioned by the synthetic (augment) documents
+        rows = [[n, f"{c['entities_covered']} / {c['entities']}",
+                 *(f"{fmt(c[k]['mc_accuracy'])} ({c[k]['questions']} q)" for k in ("covered", "not_covered"))]
+                for n, c in cov.items()]
+        sec.tables.append(Table(["model", "entities covered", "MC covered", "MC not covered"], rows,
+                                caption="MC accuracy split by entity coverage of the synthetic documents"))
+        for k in ("covered", "not_covered"):
+            series[f"MC {k.replace('_', ' ')}"] = [
+                (q.get("coverage", {}).get(k, {}).get("mc_accuracy") or float("nan")) for q in models.values()
+            ]
     sec.figures.append(_grouped_bars(list(models), series, "accuracy", "Closed-book QA accuracy by model"))
     return sec
 
@@ -364,6 +383,31 @@ def stage_times(metrics_dir: Path) -> Table | None:
 
 
 # -------------------------------------------------------------------------------------------- render
+def studies_section(root: Path, page_dir: Path) -> Section | None:
+    """One row per claim of every study page under ``reports/studies`` (verdicts from ``studies/results``).
+
+    Study pages come from ``lmpipe study run``, not from a pipeline stage, so they are listed as found when the
+    report is built (no section when there are none)."""
+    pages = sorted((root / "reports" / "studies").glob("*.html"))
+    if not pages:
+        return None
+    sec = Section("studies", "Studies", "Controlled comparisons (arms × seeds, one DVC experiment each) run with "
+                  "`lmpipe study run`; a claim holds when its 95 % interval excludes zero in the expected direction.")
+    rows: list[list[Any]] = []
+    for page in pages:
+        link = Link(page.stem, Path(os.path.relpath(page, page_dir)).as_posix())
+        res = _read_json(root / "studies" / "results" / f"{page.stem}.json") or {}
+        claims = res.get("claims") or []
+        if not claims:
+            rows.append([link, res.get("title", ""), "", "no results file" if not res else "no claims", "", ""])
+        for c in claims:
+            ci = c.get("ci") or [None, None]
+            rows.append([link, res.get("title", ""), c.get("claim", ""), c.get("verdict", ""), fmt(c.get("effect")),
+                         "–" if ci[0] is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"])
+    sec.tables.append(Table(["study", "title", "claim", "verdict", "effect (paired Δ)", "95 % CI"], rows))
+    return sec
+
+
 def _ordered(ev: dict | None) -> dict | None:
     """Models in evaluation order (parents first), not the sorted order of the JSON file."""
     if not ev or "models" not in ev:
@@ -373,7 +417,7 @@ def _ordered(ev: dict | None) -> dict | None:
     return {**ev, "models": {m: ev["models"][m] for m in order}}
 
 
-def build_sections(inp: ReportInputs, cfg: ReportConfig) -> list[Section]:
+def build_sections(inp: ReportInputs, cfg: ReportConfig, page_dir: Path | None = None) -> list[Section]:
     ev = _ordered(_read_json(inp.evaluate_json))
     sections = [
         funnel_section(inp.metrics_dir, cfg.funnel_stages),
@@ -389,6 +433,9 @@ def build_sections(inp: ReportInputs, cfg: ReportConfig) -> list[Section]:
     if extra:
         sections.append(extra)
     sections.append(samples_section(inp.samples, cfg.max_samples))
+    studies = studies_section(inp.root, page_dir or inp.root / "reports")
+    if studies:
+        sections.append(studies)
     return sections
 
 
@@ -403,9 +450,9 @@ def render_html(sections: list[Section], cfg: ReportConfig, times: Table | None 
 
 def build_report(inp: ReportInputs, cfg: ReportConfig, out: str | Path) -> dict[str, Any]:
     """Write the HTML report to ``out``; returns counts for ``metrics/report.json``."""
-    sections = build_sections(inp, cfg)
-    html = render_html(sections, cfg, stage_times(inp.metrics_dir))
     out = Path(out)
+    sections = build_sections(inp, cfg, out.parent)
+    html = render_html(sections, cfg, stage_times(inp.metrics_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(html, encoding="utf-8")

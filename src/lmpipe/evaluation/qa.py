@@ -9,6 +9,11 @@ Two input formats:
 - QuALITY-style JSONL, one article per line: ``{article_id, title, article, questions: [{question,
   options, gold_label (1-based), question_unique_id}]}``. Questions without a gold label are counted and
   left out (QuALITY's test split has none).
+
+Accuracy split by entity coverage: synthetic continued pretraining can only teach facts about entities its
+synthetic documents mention, so :func:`coverage_split` reports accuracy separately on questions whose entity
+(its ``entity``, else its ``title``) occurs in the synthetic corpus and on those whose entity does not: a gain
+on the covered ones with none on the others is the signature of learning from the synthetic data.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -171,3 +176,32 @@ def exact_match(lm: LM, items: Sequence[QAItem], cfg: QAConfig, batch_size: int 
         hits += hit
         rows.append({"id": it.id, "generated": ans, "answer": it.answer, "exact_match": hit})
     return {"exact_match": hits / len(items), "questions": len(items)}, rows
+
+
+def entity_of(item: QAItem) -> str:
+    return item.entity or item.title
+
+
+def covered_entities(names: Iterable[str], texts: Iterable[str]) -> set[str]:
+    """The names that occur in at least one text (case-insensitive, as whole words)."""
+    by_lower = {n.lower(): n for n in names if n}
+    if not by_lower:
+        return set()
+    alternatives = "|".join(re.escape(n) for n in sorted(by_lower, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)({alternatives})(?!\w)", re.IGNORECASE)
+    found: set[str] = set()
+    for text in texts:
+        found.update(by_lower[m.group(1).lower()] for m in pattern.finditer(text))
+        if len(found) == len(by_lower):
+            break
+    return found
+
+
+def coverage_split(items: Sequence[QAItem], rows: Sequence[dict], covered: set[str]) -> dict:
+    """MC accuracy on the questions about covered entities and on the rest (``rows`` from :func:`multiple_choice`)."""
+    out: dict = {"entities": len({entity_of(it) for it in items}),
+                 "entities_covered": len({entity_of(it) for it in items} & covered)}
+    for name, want in (("covered", True), ("not_covered", False)):
+        hits = [r["pred"] == r["gold"] for it, r in zip(items, rows, strict=True) if (entity_of(it) in covered) == want]
+        out[name] = {"mc_accuracy": sum(hits) / len(hits) if hits else None, "questions": len(hits)}
+    return out

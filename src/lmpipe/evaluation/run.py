@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from lmpipe.conditioning.config import ConditionConfig
 from lmpipe.config import EvaluateConfig
-from lmpipe.documents import iter_documents
+from lmpipe.documents import MANIFEST, iter_documents
 from lmpipe.evaluation.forgetting import forgetting
 from lmpipe.evaluation.harness import run_lm_eval
 from lmpipe.evaluation.heldout import heldout_metrics
 from lmpipe.evaluation.lm import LM, ModelDirError, generate
-from lmpipe.evaluation.qa import QASet, exact_match, multiple_choice
+from lmpipe.evaluation.qa import (
+    QASet,
+    coverage_split,
+    covered_entities,
+    entity_of,
+    exact_match,
+    multiple_choice,
+)
 from lmpipe.evaluation.toxicity import ToxicityScorer, resolve_scorer, toxicity_eval
 
 if TYPE_CHECKING:
@@ -61,10 +68,12 @@ def evaluate_model(
     seed: int,
     model_dir: str | Path | None = None,
     condition: ConditionConfig | None = None,
+    covered: set[str] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). With ``condition``:
     held-out loss also with MeCo's metadata prefix (``heldout_meco``); toxicity of generations conditioned on
-    the best PHF control token (``toxicity``) and without it (``toxicity_unconditioned``)."""
+    the best PHF control token (``toxicity``) and without it (``toxicity_unconditioned``). ``covered``: the QA
+    entities the synthetic corpus mentions (None: no coverage split)."""
     bs = cfg.batch_size
     t0 = time.perf_counter()
     res: dict[str, Any] = {}
@@ -79,8 +88,10 @@ def evaluate_model(
                                                   context=lambda d: prefix(meco, d.meta, d.source, d.domain))
     if qa is not None and qa.items:
         items = qa.items[: cfg.qa.max_questions] if cfg.qa.max_questions else qa.items
-        mc, _ = multiple_choice(lm, items, cfg.qa, cfg.batch_tokens)
+        mc, mc_rows = multiple_choice(lm, items, cfg.qa, cfg.batch_tokens)
         res["qa"] = {**mc, "normalise": cfg.qa.normalise, **{f"skipped_{k}": v for k, v in qa.skipped.items()}}
+        if covered is not None:
+            res["qa"]["coverage"] = coverage_split(items, mc_rows, covered)
         if cfg.qa.generate:
             em, rows = exact_match(lm, items, cfg.qa, bs)
             res["qa"]["exact_match"] = em["exact_match"]
@@ -131,8 +142,10 @@ def evaluate_models(
     seed: int,
     log: Callable[[str], None] = print,
     condition: ConditionConfig | None = None,
+    synthetic_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
-    """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model."""
+    """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model.
+    ``synthetic_dir``: the synthetic (augment) documents; QA accuracy is then also split by entity coverage."""
     import torch
 
     from lmpipe.evaluation.qa import load_qa
@@ -142,6 +155,10 @@ def evaluate_models(
     check_models(cfg)
     torch.set_num_threads(cfg.threads)
     qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
+    covered = None
+    if qa is not None and synthetic_dir is not None and cfg.qa.coverage:
+        covered = covered_entities({entity_of(it) for it in qa.items}, (d.text for d in iter_documents(synthetic_dir)))
+        log(f"QA entities mentioned by the synthetic documents: {len(covered)}")
     scorer, why = resolve_scorer(cfg.toxicity.scorer, cfg.toxicity.wordlist) if cfg.toxicity.prompts else (None, "no prompts")
     if scorer is not None:
         log(f"toxicity scorer: {scorer.name} ({why})")
@@ -150,7 +167,7 @@ def evaluate_models(
     for name in evaluation_order(cfg):
         m = cfg.models[name]
         lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
-        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition)
+        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition, covered)
         samples += rows
         if m.parent:
             results[name]["forgetting"] = {"parent": m.parent,
@@ -190,6 +207,11 @@ def plot_rows(results: dict[str, Any]) -> dict[str, list[dict]]:
             if key in r.get("qa", {}):
                 qa.append({"series": f"{name} · {key}", "model": name, "metric": key,
                            "accuracy": round(r["qa"][key], 5)})
+        for part, c in r.get("qa", {}).get("coverage", {}).items():
+            if isinstance(c, dict) and c["mc_accuracy"] is not None:
+                key = f"mc_accuracy_{part}"
+                qa.append({"series": f"{name} · {key}", "model": name, "metric": key,
+                           "accuracy": round(c["mc_accuracy"], 5)})
     return {"bits_per_byte": bpb, "qa_accuracy": qa}
 
 
@@ -198,7 +220,9 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     generations → ``io.samples``, DVC plot series → ``io.plots``."""
     import json
 
-    results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition)
+    synthetic = io.synthetic if "synthetic" in io and (Path(io.synthetic) / MANIFEST).is_file() else None
+    results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition,
+                                    synthetic_dir=synthetic)
     io.samples.parent.mkdir(parents=True, exist_ok=True)
     io.samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     io.plots.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,10 @@ Outputs: ``synthetic``-domain documents with provenance in ``meta`` (method, sou
 seed); the quarantine holds every generation that failed (LLM error with the raw payload, or a quality
 reason) and every selected document that could not be augmented, so each selected document ends up
 augmented or quarantined. Accounting (requests, cache hits, tokens, entity paths) is kept per shard.
+
+Held-out documents are never augmented: the tokenize stage holds out a keyed-hash split of the same input
+documents (:mod:`lmpipe.docsplit`) for evaluation, and a synthetic text restating a held-out article would leak
+it into (continual) pretraining. ``augment.exclude_heldout`` recomputes that split here and skips its docs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from lmpipe.config import AugmentConfig, LLMConfig, Section, SelectConfig
+from lmpipe.docsplit import SplitPlan, split_plan
 from lmpipe.documents import Document, Rejected, iter_documents, read_manifest
 from lmpipe.executors import Executor
 from lmpipe.llm import Usage, make_backend
@@ -37,6 +42,22 @@ if TYPE_CHECKING:
 CHUNK_DOCS = 64  # selected documents whose requests are sent as one batch (bounded memory, full batches)
 
 
+class Holdout(Section):
+    """The tokenize stage's held-out split of the input documents (a :class:`SplitPlan`), to be skipped."""
+
+    val_fraction: float
+    force_val: list[str] = []
+    force_train: list[str] = []
+
+    @classmethod
+    def of(cls, docs_dir: str | Path, val_fraction: float) -> Holdout:
+        plan = split_plan(docs_dir, val_fraction)
+        return cls(val_fraction=val_fraction, force_val=sorted(plan.force_val), force_train=sorted(plan.force_train))
+
+    def plan(self) -> SplitPlan:
+        return SplitPlan(self.val_fraction, set(self.force_val), set(self.force_train))
+
+
 class AugmentJob(Section):
     """Everything a shard's output depends on; its JSON is the resume fingerprint."""
 
@@ -44,6 +65,7 @@ class AugmentJob(Section):
     augment: AugmentConfig
     seed: int
     prompts_dir: str | None = None
+    holdout: Holdout | None = None  # None: every input document may be augmented
 
 
 # --------------------------------------------------------------------------------------- selection
@@ -61,10 +83,18 @@ def selected(domain: str, meta: dict[str, Any], sel: SelectConfig) -> bool:
     return True
 
 
-def plan_units(docs_dir: str | Path, cfg: AugmentConfig) -> list[tuple[str, tuple[str, int, int]]]:
+def held_out(doc_id: str, plan: SplitPlan | None) -> bool:
+    return plan is not None and plan.split_of(doc_id) == "val"
+
+
+def plan_units(
+    docs_dir: str | Path, cfg: AugmentConfig, holdout: Holdout | None = None, skipped: Counter | None = None
+) -> list[tuple[str, tuple[str, int, int]]]:
     """One unit per input shard with how many selected docs it may augment per method, so a global
-    ``max_docs`` means the first N in dataset order whatever the sharding. Reads ids/domains/meta only."""
+    ``max_docs`` means the first N in dataset order whatever the sharding. Reads ids/domains/meta only.
+    Held-out documents (``holdout``) are not selected; ``skipped`` counts them per method."""
     docs_dir = Path(docs_dir)
+    plan = holdout.plan() if holdout else None
     left = {
         "eg": cfg.entigraph.select.max_docs if cfg.entigraph.enabled else 0,
         "th": cfg.thoughts.select.max_docs if cfg.thoughts.enabled else 0,
@@ -77,15 +107,20 @@ def plan_units(docs_dir: str | Path, cfg: AugmentConfig) -> list[tuple[str, tupl
         quota = {}
         if all(v == 0 for v in left.values()):
             break
-        cols = ["domain", "meta"] if need_meta else ["domain"]
+        cols = ["id", "domain", "meta"] if need_meta else ["id", "domain"]
         table = pq.read_table(path, columns=cols).to_pylist()
         for k, sel in sels.items():
             if left[k] == 0:
                 quota[k] = 0
                 continue
-            n = sum(
-                selected(r["domain"], json.loads(r["meta"] or "{}") if need_meta else {}, sel) for r in table
-            )
+            hits = [
+                held_out(r["id"], plan)
+                for r in table
+                if selected(r["domain"], json.loads(r["meta"] or "{}") if need_meta else {}, sel)
+            ]
+            n = hits.count(False)
+            if skipped is not None:
+                skipped[k] += len(hits) - n
             quota[k] = n if left[k] is None else min(n, left[k])
             if left[k] is not None:
                 left[k] -= quota[k]
@@ -133,9 +168,12 @@ def augment_unit(unit: tuple[str, int, int], job: AugmentJob) -> Iterator[Docume
             yield item
         chunk.clear()
 
+    plan = job.holdout.plan() if job.holdout else None
     for doc in iter_documents(path):
         if not (left["eg"] or left["th"]):
             break
+        if held_out(doc.id, plan):
+            continue
         eg = left["eg"] > 0 and selected(doc.domain, doc.meta, cfg.entigraph.select)
         th = left["th"] > 0 and selected(doc.domain, doc.meta, cfg.thoughts.select)
         if not (eg or th):
@@ -172,7 +210,8 @@ def augment(
     job: AugmentJob, docs_dir: str | Path, out_dir: str | Path, rejected_dir: str | Path, executor: Executor
 ) -> dict:
     """Run the stage; returns stats with token/request accounting summed over shards."""
-    units = plan_units(docs_dir, job.augment)
+    skipped: Counter[str] = Counter()
+    units = plan_units(docs_dir, job.augment, job.holdout, skipped)
     try:
         stats = run_stage(augment_unit, units, job, out_dir, rejected_dir, executor, job.augment.docs_per_shard,
                           desc="augment", extras=("llm", "synth"))
@@ -181,8 +220,9 @@ def augment(
     total, this_run = stats.pop("llm"), stats.pop("llm_this_run")
     synth = Counter(stats.pop("synth"))
     stats.pop("synth_this_run")
-    kept_eg, kept_th = synth["kept_entigraph"], synth["kept_" + job.augment.thoughts.mode]
-    rej_eg, rej_th = synth["rejected_entigraph"], synth["rejected_" + job.augment.thoughts.mode]
+    eg_mode, th_mode = job.augment.entigraph.mode, job.augment.thoughts.mode
+    kept_eg, kept_th = synth["kept_" + eg_mode], synth["kept_" + th_mode]
+    rej_eg, rej_th = synth["rejected_" + eg_mode], synth["rejected_" + th_mode]
     stats.update(
         llm={**{k: total[k] for k in sorted(total)}, "model": f"{job.llm.backend}:{job.llm.model}"},
         llm_this_run={k: this_run[k] for k in sorted(this_run)},
@@ -192,6 +232,7 @@ def augment(
             "thoughts": _rate(kept_th, kept_th + rej_th),
         },
         reject_rates={r: _rate(n, stats["in"]) for r, n in stats["by_reason"].items()},
+        heldout_skipped={"entigraph": skipped["eg"], "thoughts": skipped["th"]},
     )
     return stats
 
@@ -204,7 +245,10 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict:
     """Stage ``augment``: EntiGraph texts and thought trajectories for the selected documents of ``io.docs``."""
     from lmpipe.contract import LazyExecutor
 
-    job = AugmentJob(llm=p.llm, augment=p.augment, seed=p.run.seed, prompts_dir=p.augment.prompts_dir)
+    # io.docs is the tokenize stage's input too, so this is exactly the split it holds out
+    holdout = Holdout.of(io.docs, p.tokenize.val_fraction) if p.augment.exclude_heldout else None
+    job = AugmentJob(llm=p.llm, augment=p.augment, seed=p.run.seed, prompts_dir=p.augment.prompts_dir,
+                     holdout=holdout)
     llm_ex = LazyExecutor(p.run.executor.model_copy(update={"workers": p.augment.workers}))
     try:
         return augment(job, io.docs, io.out, io.rejected, llm_ex)

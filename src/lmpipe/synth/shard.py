@@ -6,6 +6,9 @@ batch, so the embedded model sees full batches whatever the mix of methods. Each
 quality checks (shared by both methods, as is the duplicate check across the shard) and becomes a synthetic
 document or a quarantined one. Both methods live here because they share that batch and those checks; the
 method-specific pieces are :mod:`lmpipe.synth.entigraph` and :mod:`lmpipe.synth.thoughts`.
+
+``entigraph.mode`` swaps EntiGraph for one of the baselines of its paper on the same selected documents:
+``rephrase`` (LLM paraphrases of the whole document, no entity step) or ``raw`` (the document itself, no LLM).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class ShardAugmenter:
             "entities": load_template("entities", prompts_dir),
             "relation": load_template("relation", prompts_dir),
             "thought": load_template(thoughts.TEMPLATE[cfg.thoughts.mode], prompts_dir),
+            "rephrase": load_template("rephrase", prompts_dir),
         }
         self.seen_texts: set[str] = set()
         self.stats: Counter[str] = Counter()
@@ -87,7 +91,7 @@ class ShardAugmenter:
     # ---------------------------------------------------------------------------- step 1: entities
     def extract(self, works: list[Work]) -> None:
         eg = self.cfg.entigraph
-        todo = [w for w in works if w.entigraph]
+        todo = [w for w in works if w.entigraph and eg.mode == "entigraph"]
         for w in todo:
             w.extraction = Extraction([], source="pending")
         for attempt in range(eg.json_attempts):
@@ -128,8 +132,19 @@ class ShardAugmenter:
                 self.stats[f"entities_{ex.source}"] += 1
 
     # -------------------------------------------------------------------- step 2: texts + thoughts
+    def _plan_rephrases(self, w: Work) -> list[Generation]:
+        eg = self.cfg.entigraph
+        prompt = fill(self.tpl["rephrase"], document=w.doc.text[: eg.doc_chars])
+        return [
+            Generation(w, "rephrase", f"{w.doc.id}/rephrase/{k:02d}", {**self._provenance(w, "rephrase"), "copy": k},
+                       self._request(prompt, eg.rephrase_tokens, w.doc.id, "rephrase", k), thought=False)
+            for k in range(eg.rephrases)
+        ]
+
     def _plan_entigraph(self, w: Work) -> list[Generation]:
         eg = self.cfg.entigraph
+        if w.entigraph and eg.mode == "rephrase":
+            return self._plan_rephrases(w)
         if not (w.entigraph and w.failure is None and w.extraction is not None):
             return []
         out = []
@@ -164,7 +179,12 @@ class ShardAugmenter:
             results.setdefault(g.work.doc.id, []).append((g, out))
         for w in works:  # document order, then plan order: deterministic output
             done = results.get(w.doc.id, [])
-            if w.entigraph:
+            if w.entigraph and self.cfg.entigraph.mode == "raw":
+                self.stats["kept_raw"] += 1
+                yield Document(f"{w.doc.id}/raw", w.doc.text, SYNTHETIC, w.doc.source, self._provenance(w, "raw"))
+            elif w.entigraph and self.cfg.entigraph.mode == "rephrase":
+                yield from (self._item(g, out) for g, out in done if not g.thought)
+            elif w.entigraph:
                 yield from self._entigraph_items(w, [(g, out) for g, out in done if not g.thought])
             if w.thought:
                 yield from (self._item(g, out) for g, out in done if g.thought)

@@ -1,8 +1,10 @@
-"""Callbacks of a training run: throughput (tokens/s, MFU) and the per-optimizer-step validation and checkpoint."""
+"""Callbacks of a training run: throughput (tokens/s, MFU) and the per-optimizer-step validation (mixed and per
+domain), the rolling checkpoint and the models kept at chosen steps."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,24 +83,53 @@ class Throughput(L.Callback):
 
 
 class StepHooks(L.Callback):
-    """Validation every ``val_every`` and an (atomic) ``latest.ckpt`` every ``ckpt_every`` optimizer steps.
+    """Validation every ``val_every`` and an (atomic) ``latest.ckpt`` every ``ckpt_every`` optimizer steps, and
+    an HF model kept at each of ``keep_steps`` (``<keep_dir>/step-NNNNNN``) for metrics over training time.
 
     Both run when step N+1 starts rather than inside step N's end hooks: by then step N's metrics are logged,
     so validation (first) and the checkpoint (second) see a finished step, and a run killed right after the
     save resumes with its log complete up to N. Validation is placed by the optimizer step, not by Lightning's
-    batch counter, so a resumed run validates at the same steps as an uninterrupted one.
+    batch counter, so a resumed run validates at the same steps as an uninterrupted one. The final step has
+    no next step: the trainer calls :meth:`validate` and :meth:`keep` itself after ``fit``.
+
+    Validation logs ``val/loss`` (the training mixture's weights over the held-out domains) and, per held-out
+    domain, ``val/loss_<domain>`` on a few fixed batches of that domain alone, so a study can see which
+    domain a change helps or hurts over time (e.g. the re-warming bump of continual pretraining).
     """
 
-    def __init__(self, dm: TokenDataModule, path: Path, val_every: int, ckpt_every: int) -> None:
+    def __init__(
+        self,
+        dm: TokenDataModule,
+        path: Path,
+        val_every: int,
+        ckpt_every: int,
+        keep_steps: list[int] | None = None,
+        keep_dir: Path | None = None,
+        export: Callable[[torch.nn.Module, Path], None] | None = None,
+    ) -> None:
         self.dm, self.path, self.val_every, self.ckpt_every = dm, path, val_every, ckpt_every
+        self.keep_steps, self.keep_dir, self.export = set(keep_steps or ()), keep_dir, export
         self.done_at = -1
         self.last_val: float | None = None
+        self.last_domains: dict[str, float] = {}
 
     def validate(self, trainer: L.Trainer, module: CausalLMModule) -> float:
         self.last_val = module.evaluate(self.dm.validation_set())
+        self.last_domains = {d: module.evaluate(b) for d, b in self.dm.domain_validation_sets().items() if b}
         if trainer.logger and trainer.is_global_zero:
-            trainer.logger.log_metrics({"val/loss": self.last_val}, step=trainer.global_step, sync=True)
+            row = {"val/loss": self.last_val, **{f"val/loss_{d}": x for d, x in self.last_domains.items()}}
+            trainer.logger.log_metrics(row, step=trainer.global_step, sync=True)
         return self.last_val
+
+    def keep(self, trainer: L.Trainer, module: CausalLMModule) -> Path | None:
+        """Export the model as it is after this step when the step is one to keep (rank 0; atomic)."""
+        step = trainer.global_step
+        if step not in self.keep_steps or self.keep_dir is None or self.export is None:
+            return None
+        out = self.keep_dir / f"step-{step:06d}"
+        if trainer.is_global_zero:
+            self.export(module.model, out)
+        return out
 
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
         self.done_at = trainer.global_step  # resuming from N: N was validated and saved before the crash
@@ -110,6 +141,6 @@ class StepHooks(L.Callback):
         self.done_at = step
         if step % self.val_every == 0:
             self.validate(trainer, module)
+        self.keep(trainer, module)
         if step % self.ckpt_every == 0:
             trainer.save_checkpoint(self.path)
-

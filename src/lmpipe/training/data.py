@@ -29,7 +29,7 @@ class WindowSampler(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-SamplerFactory = Callable[[str], WindowSampler]  # split name ("train" | "val") -> a fresh sampler
+SamplerFactory = Callable[[str], WindowSampler]  # split name ("train" | "val" | "val/<domain>") -> a fresh sampler
 
 
 def vocab_and_special_ids(index: TokenIndex, tokenizer_dir: str | Path) -> tuple[int, dict[str, int | None]]:
@@ -41,43 +41,61 @@ def vocab_and_special_ids(index: TokenIndex, tokenizer_dir: str | Path) -> tuple
     return max(index.vocab_size, len(tok)), {"bos": tok.bos_token_id, "eos": index.eos_id, "pad": tok.pad_token_id}
 
 
-def mixture_samplers(
-    tokens_dir: str | Path | TokenIndex, mixture: MixtureConfig, seq_len: int, seed: int,
-    meco_windows: int | None = None,
-) -> SamplerFactory:
-    """Samplers over ``data/tokens``: the configured mixture for training; for validation the same weights
-    over the held-out domains big enough for one window (small domains may have no held-out window at all).
-    ``tokens_dir`` may also be a ready ``TokenIndex`` (e.g. ``TokenIndex.merge`` of several directories).
+VAL_DOMAIN = "val/"  # split name prefix of a one-domain validation sampler: "val/<domain>"
+
+
+class MixtureSamplers:
+    """Samplers over ``data/tokens`` by split name: ``"train"`` the configured mixture; ``"val"`` the same
+    weights over the held-out domains big enough for one window (small domains may have no held-out window);
+    ``"val/<domain>"`` one held-out domain alone, for every domain in :attr:`val_domains` (whatever its
+    training weight: a domain left out of a continual-pretraining mixture is the one whose forgetting counts).
     ``meco_windows``: the first that many training windows come from the MeCo-prefixed documents
-    (:class:`lmpipe.conditioning.meco.CooldownSampler`), the rest from the plain ones."""
-    from lmpipe.mixture import MixtureSampler, TokenIndex
+    (:class:`lmpipe.conditioning.meco.CooldownSampler`), the rest from the plain ones.
+    """
 
-    index = tokens_dir if isinstance(tokens_dir, TokenIndex) else TokenIndex.load(tokens_dir)
+    def __init__(self, index: TokenIndex, mixture: MixtureConfig, seq_len: int, seed: int, label: str,
+                 meco_windows: int | None = None) -> None:
+        self.index, self.mixture, self.seq_len, self.seed, self.label = index, mixture, seq_len, seed, label
+        self.meco_windows = meco_windows
+        self.val_domains = [d for d in index.domains("val") if index.tokens(d, "val") > seq_len]
 
-    def make(split: str) -> WindowSampler:
-        if split == "train" and meco_windows is not None:
+    def __call__(self, split: str) -> WindowSampler:
+        from lmpipe.mixture import MixtureSampler
+
+        index, mixture, seq_len, seed = self.index, self.mixture, self.seq_len, self.seed
+        if split == "train" and self.meco_windows is not None:
             from lmpipe.conditioning.meco import CooldownSampler, meco_split
 
             if meco_split("train") not in index.splits:
                 raise ValueError(f"condition.meco is on but {index.root} has no {meco_split('train')!r} split: "
                                  "rerun the tokenize stage with condition.meco.enabled")
             return CooldownSampler(MixtureSampler.from_config(index, mixture, seq_len, seed, meco_split("train")),
-                                   MixtureSampler.from_config(index, mixture, seq_len, seed, "train"), meco_windows)
+                                   MixtureSampler.from_config(index, mixture, seq_len, seed, "train"),
+                                   self.meco_windows)
         if split == "train":
             if mixture.sampler == "rs2":
                 from lmpipe.mixing.rs2 import RS2Sampler
 
                 return RS2Sampler(index, mixture.weights, seq_len, seed, "train", missing=mixture.missing)
             return MixtureSampler.from_config(index, mixture, seq_len, seed, "train")
-        held = {d for d in index.domains(split) if index.tokens(d, split) > seq_len}
-        weights = {d: w for d, w in mixture.weights.items() if d in held and w > 0}
+        if split.startswith(VAL_DOMAIN):
+            return MixtureSampler(self.index, {split[len(VAL_DOMAIN):]: 1.0}, self.seq_len, self.seed, "val")
+        weights = {d: w for d, w in self.mixture.weights.items() if d in self.val_domains and w > 0}
         if not weights:
-            raise ValueError(
-                f"no weighted domain has a {split} window of {seq_len + 1} tokens in {tokens_dir}"
-            )
-        return MixtureSampler(index, weights, seq_len, seed, split)
+            raise ValueError(f"no weighted domain has a {split} window of {self.seq_len + 1} tokens in {self.label}")
+        return MixtureSampler(self.index, weights, self.seq_len, self.seed, split)
 
-    return make
+
+def mixture_samplers(
+    tokens_dir: str | Path | TokenIndex, mixture: MixtureConfig, seq_len: int, seed: int,
+    meco_windows: int | None = None,
+) -> MixtureSamplers:
+    """:class:`MixtureSamplers` over ``tokens_dir``, which may also be a ready ``TokenIndex`` (e.g.
+    ``TokenIndex.merge`` of several directories)."""
+    from lmpipe.mixture import TokenIndex
+
+    index = tokens_dir if isinstance(tokens_dir, TokenIndex) else TokenIndex.load(tokens_dir)
+    return MixtureSamplers(index, mixture, seq_len, seed, str(tokens_dir), meco_windows)
 
 
 class GlobalBatches(IterableDataset):
@@ -142,14 +160,17 @@ class GlobalBatches(IterableDataset):
 
 
 class TokenDataModule(L.LightningDataModule):
-    def __init__(self, make_sampler: SamplerFactory, batch_size: int, val_batches: int) -> None:
+    def __init__(
+        self, make_sampler: SamplerFactory, batch_size: int, val_batches: int, val_domain_batches: int = 0
+    ) -> None:
         super().__init__()
         self.make_sampler = make_sampler
-        self.batch_size, self.val_batches = batch_size, val_batches
+        self.batch_size, self.val_batches, self.val_domain_batches = batch_size, val_batches, val_domain_batches
         self.train_batches: GlobalBatches | None = None
         self.weight_schedule: WeightSchedule | None = None  # set by an online reweighting callback
         self._resume: dict[str, Any] | None = None
         self._val: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._val_domains: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def _rank(self) -> tuple[int, int]:
         t = self.trainer
@@ -170,6 +191,18 @@ class TokenDataModule(L.LightningDataModule):
             if not self._val:
                 raise ValueError("the validation split yielded no full batch (too little held-out data?)")
         return self._val
+
+    def domain_validation_sets(self) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Per held-out domain, its first ``val_domain_batches`` global batches, drawn once (none when 0 or
+        when the factory names no domains)."""
+        if self._val_domains is None:
+            rank, world = self._rank()
+            n = self.val_domain_batches
+            self._val_domains = {}
+            for d in getattr(self.make_sampler, "val_domains", ()) if n else ():
+                it = iter(GlobalBatches(self.make_sampler, self.batch_size, rank, world, split=VAL_DOMAIN + d))
+                self._val_domains[d] = [b for _, b in zip(range(n), it, strict=False)]
+        return self._val_domains
 
     def consumed_batches(self) -> int:
         # Checkpoints are taken on optimizer-step boundaries: steps × micro-batches per step.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 CKPT_NAME = "latest"  # one rolling checkpoint: <ckpt_dir>/latest.ckpt
+KEPT_DIR = "steps"  # <ckpt_dir>/steps/step-NNNNNN: HF models kept at train.keep_steps
 RUN_FILE = "run.json"  # fingerprint of the run a checkpoint dir belongs to
 
 

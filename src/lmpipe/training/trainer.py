@@ -19,6 +19,7 @@ from lmpipe.training.data import SamplerFactory, TokenDataModule
 from lmpipe.training.module import CausalLMModule
 from lmpipe.training.resume import (
     CKPT_NAME,
+    KEPT_DIR,
     dvclive_logger,
     prepare_checkpoint_dir,
     rewind_dvclive,
@@ -126,10 +127,13 @@ def train(
         logger = dvclive_logger(log_dir, resume_from is not None, lambda: trainer.global_step)
 
     flops = flops_per_token(model.config, cfg.seq_len)
-    dm = TokenDataModule(make_sampler, cfg.batch_size, cfg.val_batches)
+    dm = TokenDataModule(make_sampler, cfg.batch_size, cfg.val_batches, cfg.val_domain_batches)
     module = CausalLMModule(model, cfg)
     throughput = Throughput(0, flops)
-    hooks = StepHooks(dm, ckpt_dir / f"{CKPT_NAME}.ckpt", cfg.val_every, cfg.ckpt_every)
+    if cfg.keep_steps and cfg.strategy == "fsdp":  # kept models are exported from rank 0's full module
+        raise ValueError("train.keep_steps is not supported with strategy 'fsdp'")
+    hooks = StepHooks(dm, ckpt_dir / f"{CKPT_NAME}.ckpt", cfg.val_every, cfg.ckpt_every, cfg.keep_steps,
+                      ckpt_dir / KEPT_DIR, lambda m, out: export_hf(m, out, tokenizer_dir))
     # extra callbacks run first at each step start: an online reweighting update at step N is then part of the
     # checkpoint StepHooks saves at N (a resumed run neither repeats nor loses it)
     trainer = build_trainer(cfg, model, logger, [*(callbacks or []), hooks, throughput], progress)
@@ -145,6 +149,7 @@ def train(
     trainer.save_checkpoint(ckpt_dir / f"{CKPT_NAME}.ckpt")  # the finished state: a rerun only re-exports
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     val = hooks.validate(trainer, module)  # the final model, logged at the last step
+    hooks.keep(trainer, module)
     if logger:
         logger.finalize("success")
 
@@ -168,6 +173,8 @@ def train(
         "tokens": trainer.global_step * tokens_per_step,
         "train_loss": train_loss,
         "val_loss": float(val),
+        "val_loss_domains": {d: round(x, 6) for d, x in sorted(hooks.last_domains.items())},
+        "kept_steps": sorted(p.name for p in (ckpt_dir / KEPT_DIR).glob("step-*") if p.suffix != ".tmp"),
         "params": counts["total"],
         "params_non_embedding": counts["non_embedding"],
         "flops_per_token": flops,
