@@ -18,7 +18,7 @@ from lmpipe.evaluation.harness import run_lm_eval
 from lmpipe.evaluation.heldout import heldout_metrics
 from lmpipe.evaluation.lm import LM, ModelDirError, generate
 from lmpipe.evaluation.qa import QASet, exact_match, multiple_choice
-from lmpipe.evaluation.toxicity import ToxicityScorer, resolve_scorer, toxicity_eval
+from lmpipe.evaluation.toxicity import ToxicityScorer, load_prompts, resolve_scorer, toxicity_eval
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
@@ -58,6 +58,7 @@ def evaluate_model(
     scorer: ToxicityScorer | None,
     seed: int,
     model_dir: str | Path | None = None,
+    tox_prompts: tuple[list[str], str] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``)."""
     bs = cfg.batch_size
@@ -79,8 +80,10 @@ def evaluate_model(
 
         res["posttrain"], rows = posttrain_metrics(lm, cfg.posttrain, bs)
         samples += rows
-    if scorer is not None and cfg.toxicity.prompts:
-        res["toxicity"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
+    prompts, source = tox_prompts if tox_prompts is not None else (cfg.toxicity.prompts, "inline prompts")
+    if scorer is not None and prompts:
+        res["toxicity"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs, prompts)
+        res["toxicity"]["prompt_source"] = source
         samples += [{"model": lm.name, "kind": "toxicity", **r} for r in rows]
     if cfg.samples.prompts:
         gens = generate(lm, cfg.samples.prompts, cfg.samples.max_new_tokens, bs)
@@ -109,7 +112,10 @@ def evaluate_models(
     check_models(cfg)
     torch.set_num_threads(cfg.threads)
     qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
-    scorer, why = resolve_scorer(cfg.toxicity.scorer, cfg.toxicity.wordlist) if cfg.toxicity.prompts else (None, "no prompts")
+    tox = cfg.toxicity
+    tox_prompts = load_prompts(tox)
+    scorer, why = (resolve_scorer(tox.scorer, tox.wordlist, tox.hf_model_dir, tox.hf_label) if tox_prompts[0]
+                   else (None, "no prompts"))
     if scorer is not None:
         log(f"toxicity scorer: {scorer.name} ({why})")
     results: dict[str, Any] = {}
@@ -117,7 +123,7 @@ def evaluate_models(
     for name in evaluation_order(cfg):
         m = cfg.models[name]
         lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
-        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path)
+        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, tox_prompts)
         samples += rows
         if m.parent:
             results[name]["forgetting"] = {"parent": m.parent,
