@@ -72,7 +72,7 @@ CASES: list[tuple[str, str, int | None, str, str, float, float, float]] = [
     ("language", "min_score", None, "lang_score", "lang_score", 0.65, 0.64, 0.66),
     ("perplexity", "max_perplexity", None, "perplexity", "perplexity", 500, 499, 501),
     ("perplexity", "max_percentile", None, "perplexity", "perplexity_percentile", 250.5, 250.4, 250.6),
-    ("quality", "min_quality", None, "quality", "quality", 3.0, 2.99, 3.01),
+    ("quality", "min_quality", None, "quality", "quality", 3, 2.99, 3.01),
 ]
 # fmt: on
 
