@@ -153,7 +153,7 @@ def test_label_stage_keeps_parsed_labels_and_quarantines_the_rest(tmp_path: Path
 
 
 def test_sample_is_per_domain_and_seeded(tmp_path: Path) -> None:
-    from lmpipe.quality.label import sample_ids
+    from lmpipe.quality.label import plan_units, sample_ids
 
     docs = [Document(f"{dom}-{i}", "x", dom, "t") for dom in ("a", "b", "c") for i in range(10)]
     write_docs(tmp_path / "one", docs, per_shard=100)
@@ -163,6 +163,9 @@ def test_sample_is_per_domain_and_seeded(tmp_path: Path) -> None:
     assert len(chosen) == 6 and {c.split("-")[0] for c in chosen} == {"a", "b"}
     assert sample_ids(tmp_path / "many", cfg, seed=1) == chosen  # independent of sharding
     assert sample_ids(tmp_path / "one", cfg, seed=2) != chosen
+    units = plan_units(tmp_path / "many", cfg.model_copy(update={"docs_per_unit": 4}), seed=1)
+    assert [sum(len(ids) for _, ids in unit) for _, unit in units] == [4, 2]  # full units across shards
+    assert {i for _, unit in units for _, ids in unit for i in ids} == chosen
 
 
 # --------------------------------------------------------------------------- label stage: kill -9
@@ -177,7 +180,7 @@ def _params(path: Path, tiny: Path, cache: Path) -> Path:
             "batch_size": 4,
             "cache": str(cache),
         },
-        "quality": {"label": {"per_domain": 100, "max_tokens": 80, "doc_chars": 200}},
+        "quality": {"label": {"per_domain": 100, "max_tokens": 80, "doc_chars": 200, "docs_per_unit": 1}},
     }
     path.write_text(yaml.safe_dump(p))
     return path

@@ -30,6 +30,12 @@ class LabelConfig(Section):
         description="schema: constrained decoding / structured outputs; object: any JSON; off: prompt only",
     )
     prompts_dir: str | None = Field(None, description="directory of templates overriding the packaged ones")
+    docs_per_unit: int = Field(
+        32,
+        ge=1,
+        description="sampled documents per resumable unit, across input shards "
+        "(one batch of requests: the embedded model sees full batches)",
+    )
     docs_per_shard: int = Field(5000, ge=1)
     workers: int = Field(1, ge=1, description="parallel shards; each loads its own embedded model (prefer 1)")
 

@@ -5,9 +5,9 @@ It reads ``score``'s input (the ingested documents), not ``dedup``'s output: the
 the bottom of the scale is (FineWeb-Edu labels raw web pages for the same reason).
 
 The sample is the ``per_domain`` documents of each domain with the smallest seeded hash of their id, so it
-does not depend on sharding and grows by adding documents. Work runs shard by shard through
-``lmpipe.sharded.run_stage`` (a killed run resumes per shard), every request goes through the persistent
-response cache (a redone shard re-sends nothing already answered), and requests are greedy and seeded, so
+does not depend on sharding and grows by adding documents. Work runs in units of ``docs_per_unit``
+sampled documents through ``lmpipe.sharded.run_stage`` (a killed run resumes per unit), every request goes
+through the persistent response cache (a redone unit re-sends nothing already answered), and requests are greedy and seeded, so
 a rerun is byte-identical. The client plumbing (one backend per process, usage snapshots) is ``augment``'s.
 
 Output: the labelled documents with ``meta["labels"] = {dimension: 0..5}``; the quarantine holds every
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from lmpipe.contract import StageIO
     from lmpipe.executors import Executor
 
-CHUNK_DOCS = 64  # documents whose requests go out as one batch (bounded memory, full embedded batches)
+CHUNK_DOCS = 64  # at most this many documents' requests go out as one batch (bounded memory)
 USAGE_KEYS = ("requests", "attempts", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
 
 
@@ -63,19 +63,36 @@ def sample_ids(docs_dir: str | Path, cfg: LabelConfig, seed: int) -> set[str]:
     return {doc_id for items in ranked.values() for _, doc_id in sorted(items)[: cfg.per_domain]}
 
 
-def plan_units(
-    docs_dir: str | Path, cfg: LabelConfig, seed: int
-) -> list[tuple[str, tuple[str, tuple[str, ...]]]]:
-    """One unit per input shard holding sampled documents: (path, the sampled ids in it)."""
+Unit = tuple[tuple[str, tuple[str, ...]], ...]  # ((shard path, sampled ids in it), ...)
+
+
+def plan_units(docs_dir: str | Path, cfg: LabelConfig, seed: int) -> list[tuple[str, Unit]]:
+    """Units of ``docs_per_unit`` sampled documents in dataset order, spanning input shards: a sample spread
+    thin over many shards still goes out in full batches. The key names each shard's content and ids."""
     docs_dir = Path(docs_dir)
     chosen = sample_ids(docs_dir, cfg, seed)
-    units = []
+    units: list[tuple[str, Unit]] = []
+    parts: list[tuple[str, tuple[str, ...]]] = []
+    keys: list[str] = []
+    size = 0
+
+    def close() -> None:
+        nonlocal parts, keys, size
+        if parts:
+            units.append((hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32], tuple(parts)))
+        parts, keys, size = [], [], 0
+
     for shard in read_manifest(docs_dir)["shards"]:
         path = docs_dir / shard["path"]
-        ids = tuple(i for b in iter_batches(path, ["id"]) for i in b.column("id").to_pylist() if i in chosen)
-        if ids:
-            key = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-            units.append((f"{shard['sha256']}:{key}", (str(path), ids)))
+        ids = [i for b in iter_batches(path, ["id"]) for i in b.column("id").to_pylist() if i in chosen]
+        while ids:
+            take, ids = ids[: cfg.docs_per_unit - size], ids[cfg.docs_per_unit - size :]
+            parts.append((str(path), tuple(take)))
+            keys.append(f"{shard['sha256']}:" + ",".join(take))
+            size += len(take)
+            if size >= cfg.docs_per_unit:
+                close()
+    close()
     return units
 
 
@@ -124,10 +141,8 @@ class Labeller:
         return Document(doc.id, doc.text, doc.domain, doc.source, meta)
 
 
-def label_unit(unit: tuple[str, tuple[str, ...]], job: LabelJob) -> Iterator[Document | Rejected]:
-    """``run_stage`` process: the sampled documents of one shard → labelled documents + quarantined replies."""
-    path, ids = unit
-    wanted = set(ids)
+def label_unit(unit: Unit, job: LabelJob) -> Iterator[Document | Rejected]:
+    """``run_stage`` process: one unit's sampled documents → labelled documents + quarantined replies."""
     backend = backend_for(job.llm)
     before = usage_snapshot(backend)
     lab = Labeller(job)
@@ -141,12 +156,14 @@ def label_unit(unit: tuple[str, tuple[str, ...]], job: LabelJob) -> Iterator[Doc
             yield lab.item(doc, out, backend.model_id)
         chunk.clear()
 
-    for doc in iter_documents(path):
-        if doc.id in wanted:
-            n += 1
-            chunk.append(doc)
-            if len(chunk) >= CHUNK_DOCS:
-                yield from flush()
+    for path, ids in unit:
+        wanted = set(ids)
+        for doc in iter_documents(path):
+            if doc.id in wanted:
+                n += 1
+                chunk.append(doc)
+                if len(chunk) >= CHUNK_DOCS:
+                    yield from flush()
     if chunk:
         yield from flush()
     after = usage_snapshot(backend)
