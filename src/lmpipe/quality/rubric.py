@@ -8,7 +8,6 @@ label stage quarantines under, never an exception that stops the stage.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lmpipe.llm.types import json_format
@@ -28,9 +27,10 @@ class RubricError(ValueError):
 
 
 def load_prompt(dimensions: list[str], prompts_dir: str | None = None) -> str:
-    """The rating template with the dimensions' rubric and an example reply filled in ({document} left)."""
+    """The rating template with the dimensions' rubric and the reply's shape filled in ({document} left)."""
     rubric = "\n".join(f"- {load_template(f'dim_{d}', prompts_dir, PACKAGED)}" for d in dimensions)
-    example = json.dumps({d: 3 for d in dimensions})
+    # the shape without values: a small model copies an example's numbers into every answer
+    example = "{" + ", ".join(f'"{d}": <0-5>' for d in dimensions) + "}"
     return fill(
         load_template("rate", prompts_dir, PACKAGED), rubric=rubric, example=example, document="{document}"
     )
