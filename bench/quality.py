@@ -33,14 +33,14 @@ DIMS = ["educational_value", "coherence", "reasoning", "professionalism"]
 MARKERS = ["theorem", "therefore", "consequently", "derivation", "hypothesis"]
 
 
-def demo_docs(tmp: Path) -> list:
+def demo_docs(tmp: Path, profile: str | None) -> list:
     from lmpipe.config import load_params
     from lmpipe.demo import generate
     from lmpipe.documents import iter_documents
     from lmpipe.executors import LocalExecutor
     from lmpipe.ingest import ingest
 
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(ROOT / "params.yaml", ROOT / profile if profile else None)
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
@@ -157,6 +157,7 @@ def agreement_rows(train: tuple[list[str], np.ndarray], test: tuple[list[str], n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--label-docs", type=int, default=4, help="documents labelled per domain by the LLM (cost)")
+    ap.add_argument("--profile", default=None, help="demo sizes from a profile, e.g. profiles/tiny.yaml (smoke)")
     args = ap.parse_args()
     import torch
 
@@ -166,7 +167,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        docs = demo_docs(tmp)
+        docs = demo_docs(tmp, args.profile)
         texts = [doc.text for doc in docs]
         cost, ltexts, ly = label_cost(tmp, args.label_docs) if args.label_docs else ({}, [], np.zeros((0, 4)))
         cfg = RaterConfig()
@@ -194,7 +195,7 @@ def main() -> None:
         chars = sum(min(len(t), cfg.max_chars) for t in texts)
     write_result(
         "quality",
-        input={"corpus": "demo (params.yaml sizes), ingested", "documents": len(texts),
+        input={"corpus": f"demo ({args.profile or 'params.yaml'} sizes), ingested", "documents": len(texts),
                "chars_read_per_doc": round(chars / len(texts)), "dimensions": DIMS,
                "label_docs_per_domain": args.label_docs, "threads": 1},
         tables=[table("quality rater scoring, 4 dimensions, one core", "docs_per_s_per_core", rows,
