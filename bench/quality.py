@@ -60,12 +60,16 @@ def label_cost(tmp: Path, per_domain: int) -> tuple[dict, list, np.ndarray]:
 
     p = load_params(ROOT / "params.yaml")
     llm = p.llm.model_copy(update={"cache": None})
-    job = LabelJob(llm=llm, label=p.quality.label.model_copy(update={"per_domain": per_domain}), seed=p.run.seed)
+    job = LabelJob(
+        llm=llm, label=p.quality.label.model_copy(update={"per_domain": per_domain}), seed=p.run.seed
+    )
     t0 = time.perf_counter()
     stats = label_documents(job, tmp / "data/ingest/docs", tmp / "lab", tmp / "labrej", LocalExecutor(1))
     secs = time.perf_counter() - t0
     docs = list(iter_documents(tmp / "lab"))
-    y = np.array([[d.meta["labels"][k] for k in DIMS] for d in docs], dtype=float).reshape(len(docs), len(DIMS))
+    y = np.array([[d.meta["labels"][k] for k in DIMS] for d in docs], dtype=float).reshape(
+        len(docs), len(DIMS)
+    )
     n = max(stats["labelled"], 1)
     cost = {
         "model": stats["llm"]["model"],
@@ -104,9 +108,22 @@ class FastTextRater:
         self.models = []
         for k in range(y.shape[1]):
             path = tmp / f"ft{k}.txt"
-            path.write_text("".join(f"__label__{int(v)} {_one_line(t)}\n" for t, v in zip(texts, y[:, k], strict=True)))
-            self.models.append(fasttext.train_supervised(str(path), wordNgrams=ngrams, epoch=25, lr=0.5, dim=32,
-                                                         bucket=1 << 18, thread=1, verbose=0, seed=0))
+            path.write_text(
+                "".join(f"__label__{int(v)} {_one_line(t)}\n" for t, v in zip(texts, y[:, k], strict=True))
+            )
+            self.models.append(
+                fasttext.train_supervised(
+                    str(path),
+                    wordNgrams=ngrams,
+                    epoch=25,
+                    lr=0.5,
+                    dim=32,
+                    bucket=1 << 18,
+                    thread=1,
+                    verbose=0,
+                    seed=0,
+                )
+            )
 
     def predict(self, texts: list[str]) -> np.ndarray:
         lines = [_one_line(t) for t in texts]
@@ -127,7 +144,9 @@ class SklearnRater:
 
         self.max_chars = max_chars
         self.vec = HashingVectorizer(ngram_range=(1, 2), n_features=1 << 18, alternate_sign=False)
-        self.model = Ridge(alpha=0.1, solver="sparse_cg").fit(self.vec.transform([t[:max_chars] for t in texts]), y)
+        self.model = Ridge(alpha=0.1, solver="sparse_cg").fit(
+            self.vec.transform([t[:max_chars] for t in texts]), y
+        )
 
     def predict(self, texts: list[str]) -> np.ndarray:
         return np.clip(self.model.predict(self.vec.transform([t[: self.max_chars] for t in texts])), 0, 5)
@@ -137,15 +156,19 @@ def _one_line(t: str) -> str:
     return " ".join(t[:3000].split())
 
 
-def agreement_rows(train: tuple[list[str], np.ndarray], test: tuple[list[str], np.ndarray], tmp: Path,
-                   threshold: float) -> dict[str, dict]:
+def agreement_rows(
+    train: tuple[list[str], np.ndarray], test: tuple[list[str], np.ndarray], tmp: Path, threshold: float
+) -> dict[str, dict]:
     from lmpipe.quality.config import RaterConfig
     from lmpipe.quality.rater import HashedRater, agreement
 
     cfg = RaterConfig()
     ours = HashedRater(DIMS, cfg.buckets, cfg.ngrams, cfg.max_chars).fit(train[0], train[1], cfg.alpha)
-    raters = {"lmpipe hashed ridge": ours, "fasttext": FastTextRater(train[0], train[1], tmp),
-              "sklearn hashing+ridge": SklearnRater(train[0], train[1], cfg.max_chars)}
+    raters = {
+        "lmpipe hashed ridge": ours,
+        "fasttext": FastTextRater(train[0], train[1], tmp),
+        "sklearn hashing+ridge": SklearnRater(train[0], train[1], cfg.max_chars),
+    }
     out = {}
     for name, r in raters.items():
         pred = r.predict(test[0])
@@ -156,8 +179,12 @@ def agreement_rows(train: tuple[list[str], np.ndarray], test: tuple[list[str], n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--label-docs", type=int, default=4, help="documents labelled per domain by the LLM (cost)")
-    ap.add_argument("--profile", default=None, help="demo sizes from a profile, e.g. profiles/tiny.yaml (smoke)")
+    ap.add_argument(
+        "--label-docs", type=int, default=4, help="documents labelled per domain by the LLM (cost)"
+    )
+    ap.add_argument(
+        "--profile", default=None, help="demo sizes from a profile, e.g. profiles/tiny.yaml (smoke)"
+    )
     args = ap.parse_args()
     import torch
 
@@ -177,34 +204,56 @@ def main() -> None:
             held = np.array([is_heldout(str(i), 0, 0.25) for i in range(len(ltexts))])
             tr = ([t for t, h in zip(ltexts, held, strict=True) if not h], ly[~held])
             te = ([t for t, h in zip(ltexts, held, strict=True) if h], ly[held])
-            checks["agreement_llm_labels"] = {"train": len(tr[0]), "heldout": len(te[0]),
-                                              **agreement_rows(tr, te, tmp, cfg.threshold)}
+            checks["agreement_llm_labels"] = {
+                "train": len(tr[0]),
+                "heldout": len(te[0]),
+                **agreement_rows(tr, te, tmp, cfg.threshold),
+            }
         # (b) a planted signal on the demo texts: 70 % train, 30 % held out
         ptexts, py = planted(texts, seed=1)
         cut = int(0.7 * len(ptexts))
         planted_rows = agreement_rows((ptexts[:cut], py[:cut]), (ptexts[cut:], py[cut:]), tmp, cfg.threshold)
         checks["agreement_planted"] = {"train": cut, "heldout": len(ptexts) - cut, **planted_rows}
         # throughput: every demo document, all dimensions, each rater trained on the planted labels
-        ours = HashedRater(DIMS, cfg.buckets, cfg.ngrams, cfg.max_chars).fit(ptexts[:cut], py[:cut], cfg.alpha)
+        ours = HashedRater(DIMS, cfg.buckets, cfg.ngrams, cfg.max_chars).fit(
+            ptexts[:cut], py[:cut], cfg.alpha
+        )
         ft = FastTextRater(ptexts[:cut], py[:cut], tmp)
         sk = SklearnRater(ptexts[:cut], py[:cut], cfg.max_chars)
-        paths = {"lmpipe hashed ridge": lambda: ours.predict(texts), "fasttext": lambda: ft.predict(texts),
-                 "sklearn hashing+ridge": lambda: sk.predict(texts)}
+        paths = {
+            "lmpipe hashed ridge": lambda: ours.predict(texts),
+            "fasttext": lambda: ft.predict(texts),
+            "sklearn hashing+ridge": lambda: sk.predict(texts),
+        }
         secs, _ = alternate(paths, warmup=True)
         rows = {k: {"docs_per_s_per_core": rate(len(texts), v), "seconds": stat(v)} for k, v in secs.items()}
         chars = sum(min(len(t), cfg.max_chars) for t in texts)
     write_result(
         "quality",
-        input={"corpus": f"demo ({args.profile or 'params.yaml'} sizes), ingested", "documents": len(texts),
-               "chars_read_per_doc": round(chars / len(texts)), "dimensions": DIMS,
-               "label_docs_per_domain": args.label_docs, "threads": 1},
-        tables=[table("quality rater scoring, 4 dimensions, one core", "docs_per_s_per_core", rows,
-                      ours=["lmpipe hashed ridge"], peers=["fasttext", "sklearn hashing+ridge"],
-                      note="goal >= 5,000 docs/s/core; fastText scores one dimension per model (4 predicts)")],
+        input={
+            "corpus": f"demo ({args.profile or 'params.yaml'} sizes), ingested",
+            "documents": len(texts),
+            "chars_read_per_doc": round(chars / len(texts)),
+            "dimensions": DIMS,
+            "label_docs_per_domain": args.label_docs,
+            "threads": 1,
+        },
+        tables=[
+            table(
+                "quality rater scoring, 4 dimensions, one core",
+                "docs_per_s_per_core",
+                rows,
+                ours=["lmpipe hashed ridge"],
+                peers=["fasttext", "sklearn hashing+ridge"],
+                note="goal >= 5,000 docs/s/core; fastText scores one dimension per model (4 predicts)",
+            )
+        ],
         checks=checks,
-        notes=["Agreement (a) uses the LLM's own labels: with the embedded 135M model they are nearly constant, "
-               "so Spearman is often undefined (null); (b) is the planted signal.",
-               "fastText: supervised, wordNgrams=2, dim=32, 25 epochs, one thread; expected value over 6 classes."],
+        notes=[
+            "Agreement (a) uses the LLM's own labels: with the embedded 135M model they are nearly constant, "
+            "so Spearman is often undefined (null); (b) is the planted signal.",
+            "fastText: supervised, wordNgrams=2, dim=32, 25 epochs, one thread; expected value over 6 classes.",
+        ],
     )
 
 

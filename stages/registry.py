@@ -85,10 +85,10 @@ STAGES: tuple[Stage, ...] = (
           outputs={"out": Out("data/quality/labels", persist=True, why="finished shards survive a crash; "
                               "LLM answers are reused from llm.cache"),
                    "rejected": Out("data/quality/rejected", persist=True)},
-          params=("run.seed", "llm", "quality.label"), data=("src/lmpipe/quality/prompts",)),
+          params=("llm", "quality.label"), data=("src/lmpipe/quality/prompts",)),
     Stage("rater", "lmpipe.quality.rater", "a hashed n-gram ridge rater per dimension, trained on the LLM labels",
           inputs={"labels": "data/quality/labels"}, outputs={"out": "models/quality"},
-          params=("run.seed", "quality.label.dimensions", "quality.rater")),
+          params=("quality.label.dimensions", "quality.label.seed", "quality.rater")),
     Stage("score", "lmpipe.filters.score", "tag once: every quality measurement stored beside each document",
           inputs={"docs": "data/ingest/docs", **RATER}, deps=("data/eval", "data/raw/labels"),
           outputs={"out": Out("data/scored/docs", persist=True), "rejected": Out("data/scored/rejected", persist=True),

@@ -78,7 +78,9 @@ def test_rubric_parsing_repairs_what_it_can_and_names_what_it_cannot() -> None:
 def test_prompt_is_an_editable_template(tmp_path: Path) -> None:
     packaged = load_prompt(DIMS)
     assert "{document}" in packaged and all(f"{d}:" in packaged for d in DIMS)
-    assert '{"educational_value": <0-5>, "coherence": <0-5>' in packaged  # the reply's shape, no values to copy
+    assert (
+        '{"educational_value": <0-5>, "coherence": <0-5>' in packaged
+    )  # the reply's shape, no values to copy
     (tmp_path / "dim_coherence.txt").write_text("coherence: MY OWN RUBRIC")
     mine = load_prompt(DIMS, str(tmp_path))
     assert "MY OWN RUBRIC" in mine and "educational_value:" in mine  # overridden file by file
@@ -207,7 +209,7 @@ def test_label_kill_9_then_rerun_gives_identical_labels(tmp_path: Path) -> None:
 
     p = load_params(_params(tmp_path / "a.yaml", tiny, tmp_path / "a.sqlite"))
     m_ref = label_documents(
-        LabelJob(llm=p.llm, label=p.quality.label, seed=p.run.seed),
+        LabelJob(llm=p.llm, label=p.quality.label, seed=p.quality.label.seed),
         tmp_path / "in",
         ref / "docs",
         ref / "rejected",

@@ -21,6 +21,11 @@ class LabelConfig(Section):
         description="rubric dimensions; each needs a template dim_<name>.txt (packaged or in prompts_dir)",
     )
     per_domain: int = Field(200, ge=0, description="documents labelled per domain (a seeded sample)")
+    seed: int = Field(
+        0,
+        description="the sample and the rater's held-out split; apart from run.seed so a study "
+        "over training seeds does not relabel the data",
+    )
     domains: list[str] = Field(default_factory=list, description="empty = every domain")
     doc_chars: int = Field(1500, ge=100, description="document prefix shown to the model")
     max_tokens: int = Field(64, ge=8, description="reply budget: one JSON object of small integers")

@@ -219,7 +219,7 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``label``: 0–5 rubric labels from ``llm`` for a per-domain sample of ``io.docs``."""
     from lmpipe.contract import LazyExecutor
 
-    job = LabelJob(llm=p.llm, label=p.quality.label, seed=p.run.seed)
+    job = LabelJob(llm=p.llm, label=p.quality.label, seed=p.quality.label.seed)
     llm_ex = LazyExecutor(p.run.executor.model_copy(update={"workers": p.quality.label.workers}))
     try:
         return label_documents(job, io.docs, io.out, io.rejected, llm_ex)

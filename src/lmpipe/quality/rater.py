@@ -205,4 +205,4 @@ def train_rater(
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``rater``: per-dimension raters from ``io.labels`` → ``io.out``; held-out agreement in metrics."""
-    return train_rater(io.labels, p.quality.label.dimensions, p.quality.rater, p.run.seed, io.out)
+    return train_rater(io.labels, p.quality.label.dimensions, p.quality.rater, p.quality.label.seed, io.out)
