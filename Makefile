@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed
 # test and bench also need the bench extra (datatrove, spaCy, datasketch): the peers the agreement tests and
 # benchmarks compare with. Its own stamp, so `make run` stays on the base install.
 BENCH_STAMP := $(VENV)/.installed-bench
+# pytest-xdist workers: one per core on the 2-core reference machine (files stay whole on one worker, so
+# module-scoped fixtures such as a study workspace are built once); TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 2
 
 # Offline-friendly, project-local tool state (see README "Configuration").
 export PATH                 := $(BIN):$(PATH)
@@ -46,7 +49,7 @@ postgres:
 
 test: $(BENCH_STAMP) postgres
 	$(BIN)/ruff check src stages flows tests bench
-	$(BIN)/python -m pytest $(TEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(TEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check src stages flows tests bench

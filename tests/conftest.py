@@ -9,6 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker and the stage processes it starts get
+# one intra-op thread: two workers each spinning two torch threads on two cores run slower than one thread each.
+# Set before any test module imports torch (it reads the variable once).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 
 def in_ci() -> bool:
     """CI (``.ci/run`` exports LMPIPE_CI=1; hosted CI sets CI=true): a check that cannot run is a failure there."""
@@ -63,6 +70,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section("skipped tests fail in CI (LMPIPE_CI/CI set)", red=True, bold=True)
         for nodeid, reason in _SKIPPED:
             terminalreporter.line(f"SKIPPED IN CI: {nodeid}: {reason}", red=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """End-to-end tests first (stable otherwise): under xdist the longest files start at once instead of
+    leaving one worker busy with them after the other has run out of work."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
 
 
 @pytest.fixture(scope="session")

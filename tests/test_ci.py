@@ -28,7 +28,9 @@ def test_expected_failure():
 """
 
 
-def _pytest(tmp_path: Path, ci: dict[str, str], data: bool = False) -> subprocess.CompletedProcess:
+def _pytest(
+    tmp_path: Path, ci: dict[str, str], data: bool = False, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """Run the project's real conftest over a small suite in a fresh folder (shared data present or not)."""
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_sample.py").write_text(SKIPPING)
@@ -41,7 +43,7 @@ def _pytest(tmp_path: Path, ci: dict[str, str], data: bool = False) -> subproces
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "LMPIPE_CI")}
     env.update(ci, LMPIPE_SHARED_DATA=str(tmp_path / "data"))
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(tmp_path)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -74,6 +76,14 @@ def test_any_skip_fails_in_ci_and_is_named(tmp_path: Path) -> None:
         assert r.returncode == 1 and "1 error" in r.stdout and "real test data not found" in r.stdout, (
             r.stdout
         )
+
+
+def test_skips_fail_in_ci_under_xdist_too(tmp_path: Path) -> None:
+    """`make test` runs pytest-xdist workers: the skips they report (a test's and a module's) still fail CI."""
+    r = _pytest(tmp_path, {"LMPIPE_CI": "1"}, data=True, args=("-n", "2", "--dist", "loadfile"))
+    assert r.returncode == 1, r.stdout
+    assert "SKIPPED IN CI: test_sample.py::test_skips: optional tool missing" in r.stdout, r.stdout
+    assert "SKIPPED IN CI: test_module_skip.py: could not import" in r.stdout, r.stdout
 
 
 def test_ci_script_runs_the_readme_test_command_with_ci_set() -> None:

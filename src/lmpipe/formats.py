@@ -36,10 +36,10 @@ from typing import Any
 from lmpipe.config import IngestConfig, SourceConfig
 from lmpipe.decoding import UndecodableError, decode_text
 from lmpipe.documents import Document, Rejected
+from lmpipe.records import RAW_CAP, check_text
 from lmpipe.sources import Unit, UnitGroup, doc_id, printable
 from lmpipe.streams import StreamFault, chunks, collect, lines, open_raw, read_all
 
-RAW_CAP = 16 << 20  # quarantined raw bytes kept per record; beyond this the detail says it was cut
 PARQUET_BATCH = 1000
 _WS = " \t\n\r\x0b\x0c"  # what bytes.strip() strips; text is split with the same set so both paths agree
 # a heading line: wikitext ' = Title = ' or markdown '# Title'
@@ -56,20 +56,6 @@ def _reject(locator: str, src: SourceConfig, reason: str, detail: str, raw: byte
         detail += f" (raw cut to {RAW_CAP} of {len(raw)} bytes)"
         raw = raw[:RAW_CAP]
     return Rejected(Document(doc_id(locator), "", src.domain, locator, {}), reason, detail, raw)
-
-
-def _check_text(
-    text: str, locator: str, src: SourceConfig, cfg: IngestConfig, meta: dict
-) -> Document | Rejected:
-    doc = Document(doc_id(locator), text, src.domain, locator, meta)
-    stripped = len(text.strip())
-    if "\x00" in text:
-        return Rejected(doc, "binary", "NUL character in text")
-    if stripped < cfg.min_chars:
-        return Rejected(doc, "empty", f"{stripped} non-space chars < min_chars={cfg.min_chars}")
-    if len(text) > cfg.max_chars:
-        return Rejected(doc, "oversize", f"{len(text)} chars > max_chars={cfg.max_chars}")
-    return doc
 
 
 def _encoding_meta(encoding: str) -> dict[str, str]:
@@ -134,14 +120,14 @@ def _read_txt(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
     last = pieces.pop() if fault and pieces else None
     for suffix, piece in pieces:
         if isinstance(piece, str):
-            yield _check_text(piece, base + suffix, src, cfg, meta)
+            yield check_text(piece, base + suffix, src, cfg, meta)
             continue
         try:
             dec = decode_text(piece, min_confidence=cfg.min_encoding_confidence)
         except UndecodableError as e:
             yield _reject(base + suffix, src, e.reason, e.detail, piece)
         else:
-            yield _check_text(dec.text, base + suffix, src, cfg, _encoding_meta(dec.encoding))
+            yield check_text(dec.text, base + suffix, src, cfg, _encoding_meta(dec.encoding))
     if fault:  # raw: the original bytes from the last block's first line ('#L<n>') to the cut
         suffix = last[0] if last else "#fault"
         block = data.split(b"\n", int(suffix[2:]) - 1)[-1] if last else b""
@@ -197,7 +183,7 @@ def _record(
     meta = {k: v for k, v in obj.items() if k != src.text_field}
     for k, v in (extra or {}).items():
         meta.setdefault(k, v)  # a field of the record itself wins over what lmpipe adds
-    return _check_text(text, locator, src, cfg, meta)
+    return check_text(text, locator, src, cfg, meta)
 
 
 def _jsonl_records(

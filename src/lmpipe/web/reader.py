@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmpipe.decoding import UndecodableError, decode_text
 from lmpipe.documents import Document, Rejected
+from lmpipe.records import RAW_CAP, check_text
 from lmpipe.web.extract import Extract, make_extractor
 from lmpipe.web.urls import UrlFilter
 from lmpipe.web.warc import RawRecord, iter_records
@@ -95,8 +96,6 @@ def _decide(
     urls: UrlFilter | None,
     extract: Extract | None,
 ) -> Document | Rejected:
-    from lmpipe.formats import RAW_CAP, _check_text
-
     w, fmt = cfg.web, unit.format
 
     raw = rec.payload[:RAW_CAP] if w.keep_html else None
@@ -133,7 +132,7 @@ def _decide(
             )
         if w.keep_html:
             doc.meta["html"] = dec.text
-    return _check_text(text, doc.source, unit.source, cfg, doc.meta)
+    return check_text(text, doc.source, unit.source, cfg, doc.meta)
 
 
 def read_web(unit: Unit, cfg: IngestConfig) -> Iterator[Document | Rejected]:
