@@ -182,7 +182,7 @@ def _params(path: Path, tiny: Path, cache: Path) -> Path:
             "batch_size": 4,
             "cache": str(cache),
         },
-        "quality": {"label": {"per_domain": 100, "max_tokens": 80, "doc_chars": 200, "docs_per_unit": 1}},
+        "quality": {"label": {"per_domain": 100, "max_tokens": 80, "doc_chars": 120, "docs_per_unit": 1}},
     }
     path.write_text(yaml.safe_dump(p))
     return path
@@ -195,8 +195,8 @@ def _digest(out: Path) -> tuple[str, str]:
 @pytest.mark.e2e
 def test_label_kill_9_then_rerun_gives_identical_labels(tmp_path: Path) -> None:
     tiny = build_tiny_model(tmp_path / "tiny")
-    docs = [Document(f"d{i:02d}", f"Notes {i} on soil, rain and crops. " * 3, "prose", "t") for i in range(8)]
-    write_docs(tmp_path / "in", docs, per_shard=1)  # 8 units
+    docs = [Document(f"d{i:02d}", f"Notes {i} on soil, rain and crops. " * 3, "prose", "t") for i in range(6)]
+    write_docs(tmp_path / "in", docs, per_shard=1)  # 6 units
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}
 
     def cmd(out: Path, params: Path) -> list[str]:
@@ -221,17 +221,17 @@ def test_label_kill_9_then_rerun_gives_identical_labels(tmp_path: Path) -> None:
     )
     state = out / ".state" / "docs"
     deadline = time.monotonic() + 50
-    while time.monotonic() < deadline and len(list(state.glob("*.json"))) < 2 and proc.poll() is None:
+    while time.monotonic() < deadline and len(list(state.glob("*.json"))) < 1 and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(list(state.glob("*.json")))
-    assert 1 <= done < 8, f"kill landed after {done}/8 units"
+    assert 1 <= done < 6, f"kill landed after {done}/6 units"
     subprocess.run(cmd(out, params), cwd=ROOT, env=env, check=True, capture_output=True)
     assert _digest(out) == _digest(ref)
     m = json.loads((out / "m.json").read_text())
     assert m["units_reused"] >= done and m["llm_this_run"]["requests"] < m_ref["llm"]["requests"]
-    assert m["labelled"] + m["malformed"] == 8 and m["labelled"] > 0
+    assert m["labelled"] + m["malformed"] == 6 and m["labelled"] > 0
 
 
 # ------------------------------------------------------------------------------------------ rater
