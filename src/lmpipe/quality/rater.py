@@ -1,15 +1,17 @@
 """The learned quality rater: one hashed word n-gram ridge regressor per rubric dimension (stage ``rater``).
 
 Features are the counts of hashed word 1..n-grams of the document's first ``max_chars`` characters over
-the square root of their number; all dimensions share the features and are predicted by one gather-and-sum over a
-``buckets x dimensions`` weight matrix, so scoring every document costs about one tokenisation. Word
-hashes are xxhash64 (stable across processes), cached per process; n-grams combine word hashes with
+the square root of their number; all dimensions share the features and are predicted by one gather-and-sum
+over a ``buckets x dimensions`` weight matrix, so scoring every document costs about one tokenisation. Word
+hashes are xxhash32 (stable across processes), cached per process; n-grams combine word hashes with
 numpy arithmetic, not one hash call per n-gram.
 
-Model choice, measured by ``bench/quality.py`` on the demo corpus (see bench/results/quality.json):
-ridge regression on the 0..5 label (FineWeb-Edu's recipe: regress, then threshold) against fastText
-(6-class supervised, expected value) at equal n-grams. Ridge with 1–2-grams is the default: it is
-deterministic, has one knob (``alpha``) and scored several times above the 5,000 docs/s/core goal.
+Model choice, measured (``bench/quality.py``; demo texts with a planted 0..5 signal, 70/30 split, one core):
+ridge regression on the 0..5 label (FineWeb-Edu's recipe: regress, then threshold) reached held-out Spearman
+0.84 at ~12,000 docs/s, scikit-learn's HashingVectorizer + Ridge 0.81 at ~4,500 docs/s, fastText (6-class
+supervised, expected value) 0.37 at ~3,200 docs/s (it needs more data than a label sample gives). Word
+1-, 2- and 3-grams scored alike there (Spearman 0.95 / 0.95 / 0.93 at alpha 0.1; alpha 1 shrank too much);
+2-grams are the default because real quality signals are phrases more than single marker words.
 """
 
 from __future__ import annotations
