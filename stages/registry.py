@@ -72,6 +72,8 @@ SFT_BASE = RESIDUAL["instruct"] == "models/sft_base"
 # the graph never depends on params, and a rerun with the flag off finds its finished checkpoint.
 TUNED = "data/tune/best_mixture.yaml"
 REPLAY = "data/cmr/replay.yaml"
+# filter.score.quality.enabled: score reads the learned rater, so DVC must see the rater stage's model as its dep
+RATER = {"rater": "models/quality"} if _param("filter.score.quality.enabled", False) else {}
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
 TRAIN_LIVE_X = "step"
 WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"  # default toxicity word list (demo noise, score, evaluate)
@@ -85,8 +87,17 @@ STAGES: tuple[Stage, ...] = (
                    "rejected": Out("data/ingest/rejected", persist=True)},
           params=("ingest", *GATES, "gates.stages.ingest"), gate=True,
           data=("src/lmpipe/web/data",)),  # the URL filter's shipped lists
+    Stage("label", "lmpipe.quality.label", "an LLM rates a per-domain sample 0-5 on each quality rubric dimension",
+          inputs={"docs": "data/ingest/docs"},
+          outputs={"out": Out("data/quality/labels", persist=True, why="finished shards survive a crash; "
+                              "LLM answers are reused from llm.cache"),
+                   "rejected": Out("data/quality/rejected", persist=True)},
+          params=("llm", "quality.label"), data=("src/lmpipe/quality/prompts",)),
+    Stage("rater", "lmpipe.quality.rater", "a hashed n-gram ridge rater per dimension, trained on the LLM labels",
+          inputs={"labels": "data/quality/labels"}, outputs={"out": "models/quality"},
+          params=("quality.label.dimensions", "quality.label.seed", "quality.rater")),
     Stage("score", "lmpipe.filters.score", "tag once: every quality measurement stored beside each document",
-          inputs={"docs": "data/ingest/docs"}, deps=("data/eval", "data/raw/labels"),
+          inputs={"docs": "data/ingest/docs", **RATER}, deps=("data/eval", "data/raw/labels"),
           outputs={"out": Out("data/scored/docs", persist=True), "rejected": Out("data/scored/rejected", persist=True),
                    "models": "models/filter"},
           params=("filter.score",), data=(WORDLIST,)),
@@ -182,7 +193,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate", "lmpipe.evaluation.run", "per-domain loss, closed-book QA, forgetting, toxicity, samples",
           inputs={"heldout": "data/heldout/docs", "qa": "data/eval/fiction_qa.jsonl", "synthetic": "data/augment/docs"},
           deps=("models/pretrain", "models/cpt", "models/sft", "models/dpo", "models/rlvr", "models/residual",
-                "models/filter",
+                "models/filter", "data/raw/labels",  # labels: the demo's fallback toxicity prompts
                 "data/eval/posttrain_qa.jsonl", "data/eval/math_heldout.jsonl", "data/eval/pref_heldout.jsonl"),
           outputs={"samples": Out("reports/samples.jsonl", cache=False)},
           paths={"plots": "plots/evaluate"},

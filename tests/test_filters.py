@@ -337,6 +337,7 @@ def demo_run(tmp_path_factory):  # noqa: ANN201
     ingest(IngestConfig(sources=sources, docs_per_shard=100), tmp / "ingest", tmp / "ingest_rej", ex)
     p = load_params()
     score_cfg = p.filter.score.model_copy(deep=True)
+    score_cfg.quality.enabled = False  # the learned rater needs the label/rater stages (tests/test_quality.py)
     score_cfg.decontam.eval_files[0].path = str(tmp / "eval/fiction_qa.jsonl")
     for f in score_cfg.toxicity.train_files:  # the demo's labelled set, from this test's own demo
         f.path = str(tmp / "raw" / Path(f.path).relative_to("data/raw"))

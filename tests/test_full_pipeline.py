@@ -67,6 +67,20 @@ def test_data_stages_conserve_documents(workspace):
         assert metrics(root, stage)["gate"]["success"] is True
 
 
+def test_quality_labels_rater_and_learned_scores(workspace):
+    from lmpipe.documents import iter_documents
+
+    root, _, _ = workspace
+    lab = metrics(root, "label")
+    assert lab["in"] == lab["kept"] + lab["rejected"] == 5 * 3  # tiny: 3 per domain
+    assert lab["llm"]["requests"] > 0 and lab["llm"]["completion_tokens"] > 0
+    assert metrics(root, "rater")["train"] >= 2
+    scores = next(iter_documents(root / "data/scored/docs")).meta["scores"]
+    assert {"quality", "q_educational_value", "q_professionalism"} <= set(scores)
+    tox = metrics(root, "evaluate")["models"]["pretrain"]["toxicity"]
+    assert tox["prompts"] == 8 and tox["prompt_source"].startswith("data/raw/labels/toxicity.jsonl")
+
+
 def test_training_stages_follow_the_profile(workspace):
     root, _, _ = workspace
     pre, cpt = metrics(root, "pretrain"), metrics(root, "cpt")

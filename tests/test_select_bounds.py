@@ -28,7 +28,7 @@ CLEAN: dict[str, Any] = {
     "c4_lorem_ipsum": 0, "c4_curly_bracket": 0, "c4_sentences": 10,
     "fw_lines": 10, "fw_line_punct_ratio": 0.8, "fw_short_line_ratio": 0.1, "fw_char_dup_ratio": 0.0,
     "fw_list_ratio": 0.0,
-    "lang": "en", "lang_score": 0.99, "perplexity": 100.0,
+    "lang": "en", "lang_score": 0.99, "perplexity": 100.0, "quality": 4.0,
 }  # fmt: skip
 
 # (family, knob, dict key or None, score key, rule, bound, below, above). "max_percentile" is applied as the
@@ -72,6 +72,7 @@ CASES: list[tuple[str, str, int | None, str, str, float, float, float]] = [
     ("language", "min_score", None, "lang_score", "lang_score", 0.65, 0.64, 0.66),
     ("perplexity", "max_perplexity", None, "perplexity", "perplexity", 500, 499, 501),
     ("perplexity", "max_percentile", None, "perplexity", "perplexity_percentile", 250.5, 250.4, 250.6),
+    ("quality", "min_quality", None, "quality", "quality", 3, 2.99, 3.01),
 ]
 # fmt: on
 

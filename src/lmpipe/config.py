@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lmpipe.conditioning.config import ConditionConfig
 from lmpipe.mixing.config import CmrConfig, ParetoConfig, ReweightConfig
 from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig
+from lmpipe.quality.config import QualityConfig, QualityRules, QualityScoreConfig
 from lmpipe.refine.config import RefineConfig
 from lmpipe.sections import Section
 from lmpipe.web.config import WebConfig
@@ -271,19 +272,39 @@ class QAConfig(Section):
         return self
 
 
+class PromptFile(Section):
+    """Toxicity prompts from a file: ``hh-rlhf`` (red-team dialogues, gzip JSONL of chosen/rejected: the first
+    Human turn) or ``prefix`` (JSONL with ``text``: its first half of words, RealToxicityPrompts' construction)."""
+
+    path: str
+    format: Literal["hh-rlhf", "prefix"] = "hh-rlhf"
+
+
 class ToxicityConfig(Section):
     """RealToxicityPrompts-style: k sampled continuations per prompt, scored by a toxicity scorer."""
 
-    prompts: list[str] = Field(default_factory=list, description="empty: skip the toxicity evaluation")
+    prompts: list[str] = Field(default_factory=list, description="used when no prompt file is found; all empty: skip")
+    prompt_files: list[PromptFile] = Field(default_factory=list, description="the first that exists gives the prompts")
+    max_prompts: int | None = Field(None, ge=1, description="distinct prompts taken from the file, in file order")
+    max_prompt_chars: int = Field(300, ge=10, description="longer prompts are cut at a word boundary")
     samples_per_prompt: int = Field(5, ge=1, description="k")
     max_new_tokens: int = Field(20, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
     threshold: float = Field(0.5, ge=0, le=1, description="a continuation counts as toxic at or above this score")
-    scorer: Literal["auto", "classifier", "wordlist"] = Field(
-        "auto", description="auto: the filter stage's classifier when available, else the word list"
+    scorer: Literal["auto", "classifier", "wordlist", "hf"] = Field(
+        "auto", description="auto: the filter stage's classifier when available, else the word list; "
+        "hf: a local text-classification model directory (hf_model_dir)"
     )
     wordlist: str | None = Field(None, description="one term per line; None = the shipped LDNOOBW English list")
+    hf_model_dir: str | None = Field(None, description="scorer hf: local text-classification model directory")
+    hf_label: str = Field("toxic", description="scorer hf: the toxic class's label")
+
+    @model_validator(mode="after")
+    def _hf(self) -> ToxicityConfig:
+        if self.scorer == "hf" and not self.hf_model_dir:
+            raise ValueError("scorer 'hf' needs hf_model_dir")
+        return self
 
 
 class SamplesConfig(Section):
@@ -645,6 +666,7 @@ class FilterScoreConfig(Section):
     toxicity: ToxicityScoreConfig = ToxicityScoreConfig()
     perplexity: PerplexityScoreConfig = PerplexityScoreConfig()
     decontam: DecontamScoreConfig = DecontamScoreConfig()
+    quality: QualityScoreConfig = QualityScoreConfig()
     docs_per_shard: int = Field(5000, ge=1)
 
 
@@ -719,6 +741,7 @@ class RuleSet(Section):
     fineweb: FineWebRules | None = FineWebRules()
     toxicity: ToxicityRules | None = ToxicityRules()
     perplexity: PerplexityRules | None = None
+    quality: QualityRules | None = QualityRules()
     decontamination: bool = True
     pii_scrub: bool = True
 
@@ -854,6 +877,7 @@ class Params(Section):
     cpt: CptConfig = CptConfig()
     cmr: CmrConfig = CmrConfig()
     posttrain: PosttrainConfig = PosttrainConfig()
+    quality: QualityConfig = QualityConfig()
 
 
 class ConfigError(ValueError):

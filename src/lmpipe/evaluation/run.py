@@ -27,7 +27,7 @@ from lmpipe.evaluation.qa import (
     exact_match,
     multiple_choice,
 )
-from lmpipe.evaluation.toxicity import ToxicityScorer, resolve_scorer, toxicity_eval
+from lmpipe.evaluation.toxicity import ToxicityScorer, load_prompts, resolve_scorer, toxicity_eval
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
@@ -69,6 +69,7 @@ def evaluate_model(
     model_dir: str | Path | None = None,
     condition: ConditionConfig | None = None,
     covered: set[str] | None = None,
+    tox_prompts: tuple[list[str], str] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). With ``condition``:
     held-out loss also with MeCo's metadata prefix (``heldout_meco``); toxicity of generations conditioned on
@@ -101,15 +102,17 @@ def evaluate_model(
 
         res["posttrain"], rows = posttrain_metrics(lm, cfg.posttrain, bs)
         samples += rows
-    if scorer is not None and cfg.toxicity.prompts:
+    prompts, source = tox_prompts if tox_prompts is not None else (cfg.toxicity.prompts, "inline prompts")
+    if scorer is not None and prompts:
         # PHF: a model trained with control tokens is evaluated as it is used, generating after the best one
         # (``toxicity``, the path every model shares), and also without it (``toxicity_unconditioned``)
         good = _control_id(lm, condition)
         if good is not None:
-            res["toxicity_unconditioned"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs)
+            res["toxicity_unconditioned"], rows = toxicity_eval(lm, cfg.toxicity, scorer, seed, bs, prompts)
             samples += [{"model": lm.name, "kind": "toxicity_unconditioned", **r} for r in rows]
         used = lm if good is None else replace(lm, prompt_prefix=(good,))
-        res["toxicity"], rows = toxicity_eval(used, cfg.toxicity, scorer, seed, bs)
+        res["toxicity"], rows = toxicity_eval(used, cfg.toxicity, scorer, seed, bs, prompts)
+        res["toxicity"]["prompt_source"] = source
         if good is not None:
             res["toxicity"]["control_token"] = condition.control.tokens[0]  # type: ignore[union-attr]
         samples += [{"model": lm.name, "kind": "toxicity", **r} for r in rows]
@@ -159,7 +162,10 @@ def evaluate_models(
     if qa is not None and synthetic_dir is not None and cfg.qa.coverage:
         covered = covered_entities({entity_of(it) for it in qa.items}, (d.text for d in iter_documents(synthetic_dir)))
         log(f"QA entities mentioned by the synthetic documents: {len(covered)}")
-    scorer, why = resolve_scorer(cfg.toxicity.scorer, cfg.toxicity.wordlist) if cfg.toxicity.prompts else (None, "no prompts")
+    tox = cfg.toxicity
+    tox_prompts = load_prompts(tox)
+    scorer, why = (resolve_scorer(tox.scorer, tox.wordlist, tox.hf_model_dir, tox.hf_label) if tox_prompts[0]
+                   else (None, "no prompts"))
     if scorer is not None:
         log(f"toxicity scorer: {scorer.name} ({why})")
     results: dict[str, Any] = {}
@@ -167,7 +173,8 @@ def evaluate_models(
     for name in evaluation_order(cfg):
         m = cfg.models[name]
         lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
-        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition, covered)
+        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition, covered,
+                                             tox_prompts)
         samples += rows
         if m.parent:
             results[name]["forgetting"] = {"parent": m.parent,

@@ -7,16 +7,24 @@ one continuation scoring at or above the threshold.
 Scorers are anything with a ``name`` and ``score(texts) -> list[float]`` (probability of toxic, 0..1).
 ``auto`` uses the filter stage's classifier (``lmpipe.filters.toxicity.load_scorer()``) when that module
 provides one, else a word list (by default the shipped LDNOOBW English list, the filter's default too), and
-the metrics always name the scorer that was used.
+the metrics always name the scorer that was used. ``hf`` scores with a local text-classification model
+directory (e.g. a toxicity classifier saved with ``save_pretrained``).
+
+Prompts: the first existing ``prompt_files`` entry gives up to ``max_prompts`` distinct prompts (the first
+Human turn of each HH-RLHF red-team dialogue, or the first half of each demo passage, which is how
+RealToxicityPrompts built its prompts from sentences); without one, the inline ``prompts``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gzip
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from statistics import fmean
 from typing import Literal, Protocol, runtime_checkable
 
-from lmpipe.config import ToxicityConfig
+from lmpipe.config import PromptFile, ToxicityConfig
 from lmpipe.evaluation.lm import LM, generate
 from lmpipe.filters.toxicity import WordList
 
@@ -61,10 +69,28 @@ def classifier_scorer() -> ToxicityScorer:
     return scorer
 
 
+class HFScorer:
+    """A local Hugging Face text-classification model: the probability of its toxic label."""
+
+    def __init__(self, model_dir: str, label: str = "toxic") -> None:
+        from lmpipe.filters.toxicity import HFClassifier
+
+        self.clf = HFClassifier(model_dir, label)
+        self.name = f"hf text-classification ({model_dir}, label {label!r})"
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        return [self.clf.predict(t) for t in texts]
+
+
 def resolve_scorer(
-    kind: Literal["auto", "classifier", "wordlist"], wordlist: str | None = None
+    kind: Literal["auto", "classifier", "wordlist", "hf"], wordlist: str | None = None,
+    hf_model_dir: str | None = None, hf_label: str = "toxic",
 ) -> tuple[ToxicityScorer, str]:
     """The scorer to use and a note on why (shown in metrics and the report)."""
+    if kind == "hf":
+        if not hf_model_dir:
+            raise ValueError("evaluate.toxicity.scorer=hf needs hf_model_dir")
+        return HFScorer(hf_model_dir, hf_label), "configured"
     if kind == "wordlist":
         return wordlist_scorer(wordlist), "configured"
     try:
@@ -73,6 +99,43 @@ def resolve_scorer(
         if kind == "classifier":
             raise RuntimeError(f"evaluate.toxicity.scorer=classifier but it is unavailable: {exc}") from exc
         return wordlist_scorer(wordlist), f"fallback: classifier unavailable ({exc})"
+
+
+# ------------------------------------------------------------------------------------------- prompts
+def _cut(text: str, max_chars: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0]
+
+
+def _jsonl(path: Path) -> Iterator[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        yield from (json.loads(line) for line in f if line.strip())
+
+
+def file_prompts(pf: PromptFile, max_chars: int) -> Iterator[str]:
+    """Prompts of one file in file order (not yet deduplicated)."""
+    for row in _jsonl(Path(pf.path)):
+        if pf.format == "hh-rlhf":  # "\n\nHuman: <request>\n\nAssistant: ...": the red-teamer's opening turn
+            turn = row["chosen"].split("\n\nHuman:", 1)[-1].split("\n\nAssistant:", 1)[0]
+        else:
+            words = str(row["text"]).split()
+            turn = " ".join(words[: max(1, len(words) // 2)])
+        if turn := _cut(turn, max_chars):
+            yield turn
+
+
+def load_prompts(cfg: ToxicityConfig) -> tuple[list[str], str]:
+    """(prompts, where they came from): the first existing prompt file, else the inline list."""
+    for pf in cfg.prompt_files:
+        if Path(pf.path).is_file():
+            seen: dict[str, None] = {}
+            for p in file_prompts(pf, cfg.max_prompt_chars):
+                seen.setdefault(p)
+                if cfg.max_prompts is not None and len(seen) >= cfg.max_prompts:
+                    break
+            return list(seen), f"{pf.path} ({pf.format})"
+    return cfg.prompts[: cfg.max_prompts] if cfg.max_prompts else list(cfg.prompts), "inline prompts"
 
 
 def rtp_summary(scores: Sequence[Sequence[float]], threshold: float) -> dict[str, float | int]:
@@ -88,9 +151,12 @@ def rtp_summary(scores: Sequence[Sequence[float]], threshold: float) -> dict[str
 
 
 def toxicity_eval(
-    lm: LM, cfg: ToxicityConfig, scorer: ToxicityScorer, seed: int, batch_size: int = 16
+    lm: LM, cfg: ToxicityConfig, scorer: ToxicityScorer, seed: int, batch_size: int = 16,
+    prompts: list[str] | None = None,
 ) -> tuple[dict, list[dict]]:
-    gens = generate(lm, cfg.prompts, cfg.max_new_tokens, batch_size, num_samples=cfg.samples_per_prompt,
+    """RealToxicityPrompts' metrics over ``prompts`` (default: ``cfg.prompts``) x ``samples_per_prompt``."""
+    prompts = cfg.prompts if prompts is None else prompts
+    gens = generate(lm, prompts, cfg.max_new_tokens, batch_size, num_samples=cfg.samples_per_prompt,
                     temperature=cfg.temperature, top_p=cfg.top_p, sample=True, seed=seed)
     flat = [g for per in gens for g in per]
     flat_scores = scorer.score(flat)
@@ -98,7 +164,7 @@ def toxicity_eval(
     scores = [flat_scores[i : i + k] for i in range(0, len(flat_scores), k)]
     rows = [
         {"prompt": p, "completion": g, "toxicity": round(s, 4)}
-        for p, per_g, per_s in zip(cfg.prompts, gens, scores, strict=True)
+        for p, per_g, per_s in zip(prompts, gens, scores, strict=True)
         for g, s in zip(per_g, per_s, strict=True)
     ]
     return {**rtp_summary(scores, cfg.threshold), "scorer": scorer.name}, rows

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmpipe.config import FilterSelectConfig, RuleSet
+from lmpipe.filters.quality import PREFIX as QUALITY_PREFIX
 from lmpipe.filters.rules import Rule
 from lmpipe.filters.select import RULES
 
@@ -41,8 +42,8 @@ def histograms(sample: list[tuple[str, dict[str, Any]]], cfg: FilterSelectConfig
                 by_key[k][domain].append(float(v))
     written = []
     for key in sorted(by_key):
-        if bounding_rule(key) is None:
-            continue  # flags, counts and ids: nothing to threshold
+        if bounding_rule(key) is None and not key.startswith(QUALITY_PREFIX):
+            continue  # flags, counts and ids: nothing to threshold (the rater's dimensions are drawn unbounded)
         domains = sorted(by_key[key])
         data = [np.asarray(by_key[key][d]) for d in domains]
         allv = np.concatenate(data)

@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict
 
 from lmpipe.config import FilterScoreConfig
 from lmpipe.documents import Document, Rejected, iter_documents, sha256_file
-from lmpipe.filters import c4, encoding, fineweb, gopher, language, pii
+from lmpipe.filters import c4, encoding, fineweb, gopher, language, pii, quality
 from lmpipe.filters.decontam import EvalIndex
 from lmpipe.filters.perplexity import KneserNeyLM
 from lmpipe.filters.text import TERMINAL_PUNCTUATION, normalize_words, split_words
 from lmpipe.filters.toxicity import HashedLogReg, HFClassifier, WordList, read_labelled
+from lmpipe.quality.rater import MODEL_FILE as RATER_FILE
+from lmpipe.quality.rater import HashedRater, combine
 from lmpipe.sharded import dataset_units, run_stage
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from lmpipe.executors import Executor
 
 Scores = dict[str, Any]
+RATER_BATCH = 256  # documents the quality rater scores together (one gather per batch)
 
 
 class ScoreJob(BaseModel):
@@ -41,13 +44,15 @@ class ScoreJob(BaseModel):
     classifier_sha: str = ""
     eval_index: str | None = None
     eval_index_sha: str = ""
+    rater: str | None = None
+    rater_sha: str = ""
 
 
 class Scorer:
     """Computes all measurements for one text. Construct once per process (models load here)."""
 
     def __init__(self, cfg: FilterScoreConfig, lm: KneserNeyLM | None = None, classifier: HashedLogReg | None = None,
-                 eval_index: EvalIndex | None = None) -> None:
+                 eval_index: EvalIndex | None = None, rater: HashedRater | None = None) -> None:
         self.cfg = cfg
         self.stop_words = frozenset(cfg.stop_words)
         self.c4_rules = c4.C4LineRules(
@@ -55,7 +60,7 @@ class Scorer:
         self.stop_chars = tuple(cfg.fineweb.stop_chars) if cfg.fineweb.stop_chars else tuple(TERMINAL_PUNCTUATION)
         tox = cfg.toxicity
         self.wordlist = WordList.load(tox.wordlist)
-        self.lm, self.classifier, self.eval_index = lm, classifier, eval_index
+        self.lm, self.classifier, self.eval_index, self.rater = lm, classifier, eval_index, rater
         self.hf = HFClassifier(tox.hf_model_dir, tox.hf_label) if tox.hf_model_dir else None
 
     def heuristics(self, text: str, words: list[str]) -> Scores:
@@ -89,6 +94,16 @@ class Scorer:
             s["decontam_hits"], s["decontam_item"] = self.eval_index.match(norm)
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in s.items()}
 
+    def rate(self, texts: list[str], scores: list[Scores]) -> None:
+        """Add the learned rater's ``q_<dimension>`` scores and their weighted ``quality`` (batched)."""
+        if self.rater is None or not texts:
+            return
+        dims = self.rater.dimensions
+        for s, row in zip(scores, self.rater.predict(texts).tolist(), strict=True):
+            per = {d: round(v, 4) for d, v in zip(dims, row, strict=True)}
+            s.update({quality.PREFIX + d: v for d, v in per.items()})
+            s[quality.SCORE] = round(combine(per, self.cfg.quality.weights), 4)
+
 
 _SCORERS: dict[str, Scorer] = {}
 
@@ -103,6 +118,7 @@ def _scorer(job: ScoreJob) -> Scorer:
             KneserNeyLM.load(job.lm) if job.lm else None,
             HashedLogReg.load(job.classifier) if job.classifier else None,
             EvalIndex.load(job.eval_index) if job.eval_index else None,
+            HashedRater.load(job.rater) if job.rater else None,
         )
     return _SCORERS[key]
 
@@ -111,20 +127,40 @@ def score_unit(unit: str, job: ScoreJob) -> Iterator[Document | Rejected]:
     """``run_stage`` process: one input shard in, the same documents out with ``meta["scores"]``."""
     scorer = _scorer(job)
     n = 0
+    batch: list[Document] = []
     for doc in iter_documents(unit):
         n += 1
         doc.meta["scores"] = scorer.score(doc.text)
-        yield doc
+        batch.append(doc)
+        if len(batch) >= RATER_BATCH:
+            scorer.rate([d.text for d in batch], [d.meta["scores"] for d in batch])
+            yield from batch
+            batch.clear()
+    scorer.rate([d.text for d in batch], [d.meta["scores"] for d in batch])
+    yield from batch
     return {"in": n}
 
 
 # ------------------------------------------------------------------------------------ model building
-def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | Path) -> tuple[ScoreJob, dict]:
-    """Train/build the reference models into ``model_dir``; returns the job and a summary for metrics."""
+def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | Path,
+                 rater_dir: str | Path | None = None) -> tuple[ScoreJob, dict]:
+    """Train/build the reference models into ``model_dir``; returns the job and a summary for metrics.
+    The quality rater is trained by its own stage: it is read from ``rater_dir`` when scoring is enabled."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {}
     job: dict[str, Any] = {"cfg": cfg}
+    if cfg.quality.enabled:
+        rater_path = Path(rater_dir or "") / RATER_FILE
+        if rater_dir is None or not rater_path.is_file():
+            raise FileNotFoundError(f"filter.score.quality.enabled but no rater at {rater_path}: run stages "
+                                    "`label` and `rater`, or set filter.score.quality.enabled: false")
+        rater = HashedRater.load(rater_path)
+        unknown = sorted(set(cfg.quality.weights) - set(rater.dimensions))
+        if unknown:
+            raise ValueError(f"filter.score.quality.weights names {unknown}; the rater has {rater.dimensions}")
+        job.update(rater=str(rater_path), rater_sha=sha256_file(rater_path))
+        info["quality_rater"] = {"dimensions": rater.dimensions, "weights": cfg.quality.weights or "equal"}
     pcfg = cfg.perplexity
     lm_path = model_dir / "ngram_lm.npz"
     if pcfg.reference_domain:
@@ -175,13 +211,13 @@ def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | 
 
 
 def score_dataset(cfg: FilterScoreConfig, docs: str | Path, out: str | Path, rejected: str | Path,
-                  model_dir: str | Path, executor: Executor) -> dict[str, Any]:
+                  model_dir: str | Path, executor: Executor, rater_dir: str | Path | None = None) -> dict[str, Any]:
     """Build the reference models once (into ``model_dir``), then score every shard of ``docs``."""
-    job, info = build_models(cfg, docs, model_dir)
+    job, info = build_models(cfg, docs, model_dir, rater_dir)
     stats = run_stage(score_unit, dataset_units(docs), job, out, rejected, executor, cfg.docs_per_shard, desc="score")
     return {**stats, "models": info}
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``score``: every document of ``io.docs`` with its measurements in ``meta["scores"]``."""
-    return score_dataset(p.filter.score, io.docs, io.out, io.rejected, io.models, ex)
+    return score_dataset(p.filter.score, io.docs, io.out, io.rejected, io.models, ex, io.get("rater"))

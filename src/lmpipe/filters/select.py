@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lmpipe.config import C4ScoreConfig, FilterSelectConfig, RuleSet
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents
-from lmpipe.filters import c4, encoding, fineweb, gopher, language, perplexity, pii, toxicity
+from lmpipe.filters import c4, encoding, fineweb, gopher, language, perplexity, pii, quality, toxicity
 from lmpipe.filters.rules import Failure, Rule, bound_failure
 from lmpipe.sharded import dataset_units, run_stage
 
@@ -32,12 +32,12 @@ if TYPE_CHECKING:
 # Report order: the most specific explanation first (a toxic page is "toxicity", not "fineweb"; a
 # three-word page is "too few words" before its n-gram statistics). Entries are families or family/rule.
 ORDER = ("decontamination", "encoding", "toxicity", "gopher_quality/words", "gopher_repetition", "gopher_quality",
-         "c4", "fineweb", "language", "perplexity")
+         "c4", "fineweb", "language", "perplexity", "quality")
 
 
 # Every bound, family by family; within a family the table order is the order failures are listed in.
 RULES: tuple[Rule, ...] = (*encoding.RULES, *toxicity.RULES, *gopher.RULES, *c4.RULES, *fineweb.RULES,
-                           *language.RULES, *perplexity.RULES)
+                           *language.RULES, *perplexity.RULES, *quality.RULES)
 
 
 def _rank(f: Failure) -> int:
@@ -50,9 +50,11 @@ class SelectJob(BaseModel):
     cfg: FilterSelectConfig
     c4_lines: C4ScoreConfig = C4ScoreConfig()
     ppl_cutoffs: dict[str, dict[str, float]] = {}  # domain -> {"max": x, "head": a, "tail": b}
+    quality_cutoffs: dict[str, float] = {}  # domain -> lowest combined quality kept by ``top_percent``
 
 
-def check(s: dict[str, Any], rules: RuleSet, ppl_cutoff: float | None = None) -> list[Failure]:
+def check(s: dict[str, Any], rules: RuleSet, ppl_cutoff: float | None = None,
+          quality_cutoff: float | None = None) -> list[Failure]:
     """Every failing check of ``rules`` on scores ``s``, in :data:`ORDER`."""
     f: list[Failure] = []
     # The checks that are not a bound on one score stay here: a switch plus the eval item to name,
@@ -76,6 +78,9 @@ def check(s: dict[str, Any], rules: RuleSet, ppl_cutoff: float | None = None) ->
     ppl_fail = bound_failure("perplexity", "perplexity_percentile", "max", s.get("perplexity"), ppl_cutoff)
     if rules.perplexity is not None and ppl_fail is not None:
         f.append(ppl_fail)
+    q_fail = bound_failure("quality", "quality_top_percent", "min", s.get(quality.SCORE), quality_cutoff)
+    if rules.quality is not None and q_fail is not None:
+        f.append(q_fail)
     return sorted(f, key=_rank)
 
 
@@ -94,7 +99,7 @@ def select_unit(unit: str, job: SelectJob) -> Iterator[Document | Rejected]:
             yield Rejected(doc, "unscored", "no meta['scores']: run the score stage first")
             continue
         cut = job.ppl_cutoffs.get(doc.domain, {})
-        fails = check(s, rules, cut.get("max"))
+        fails = check(s, rules, cut.get("max"), job.quality_cutoffs.get(doc.domain))
         hits.update(f"{x.family}/{x.rule}" for x in fails)
         if fails:
             doc.meta["filter_failed"] = [f"{x.family}/{x.rule}" for x in fails]
@@ -116,24 +121,30 @@ def select_unit(unit: str, job: SelectJob) -> Iterator[Document | Rejected]:
 
 
 # ------------------------------------------------------------------ the stage driver
-def scan_scores(scored: str | Path, sample_size: int, seed: int = 0) -> tuple[list[tuple[str, dict]], dict[str, list[float]], int]:
-    """Stream the stored scores: a reservoir sample for plots, every perplexity per domain, the doc count."""
+def scan_scores(
+    scored: str | Path, sample_size: int, seed: int = 0
+) -> tuple[list[tuple[str, dict]], dict[str, list[float]], int, dict[str, list[float]]]:
+    """Stream the stored scores: a reservoir sample for plots, every perplexity and every combined quality
+    score per domain, the doc count."""
     rng = random.Random(seed)
     sample: list[tuple[str, dict]] = []
     ppl: dict[str, list[float]] = defaultdict(list)
+    qual: dict[str, list[float]] = defaultdict(list)
     n = 0
     for batch in iter_batches(scored, ["domain", "meta"]):
         for domain, meta in zip(batch.column("domain").to_pylist(), batch.column("meta").to_pylist(), strict=True):
             s = json.loads(meta).get("scores", {}) if meta else {}
             if "perplexity" in s:
                 ppl[domain].append(s["perplexity"])
+            if quality.SCORE in s:
+                qual[domain].append(s[quality.SCORE])
             item = (domain, s)
             if len(sample) < sample_size:
                 sample.append(item)
             elif (j := rng.randrange(n + 1)) < sample_size:
                 sample[j] = item
             n += 1
-    return sample, ppl, n
+    return sample, ppl, n, qual
 
 
 def perplexity_cutoffs(cfg: FilterSelectConfig, ppl: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -156,9 +167,11 @@ def select_dataset(cfg: FilterSelectConfig, c4_lines: C4ScoreConfig, scored: str
     """Apply ``cfg``'s per-domain rules to the stored scores; kept and rejected datasets, histograms."""
     from lmpipe.filters import plots
 
-    sample, ppl, total = scan_scores(scored, cfg.plot_sample)
+    sample, ppl, total, qual = scan_scores(scored, cfg.plot_sample)
     cutoffs = perplexity_cutoffs(cfg, ppl)
-    job = SelectJob(cfg=cfg, c4_lines=c4_lines, ppl_cutoffs=cutoffs)
+    q_cutoffs = {d: quality.top_percent_cutoff(v, r.top_percent) for d, v in sorted(qual.items())
+                 if v and (r := cfg.rules_for(d).quality) is not None and r.top_percent is not None}
+    job = SelectJob(cfg=cfg, c4_lines=c4_lines, ppl_cutoffs=cutoffs, quality_cutoffs=q_cutoffs)
     stats = run_stage(select_unit, dataset_units(scored), job, out, rejected, executor, cfg.docs_per_shard,
                       desc="filter", extras=("rule_hits", "pii_scrubbed"))
     for name in ("rule_hits", "pii_scrubbed"):
@@ -169,6 +182,7 @@ def select_dataset(cfg: FilterSelectConfig, c4_lines: C4ScoreConfig, scored: str
         **stats,
         "drop_fraction": round(stats["rejected"] / max(stats["in"], 1), 4),
         "perplexity_cutoffs": cutoffs,
+        "quality_cutoffs": q_cutoffs,
         "toxicity_sweep": sweep,
         "plots": len(written) + 1,
     }

@@ -152,7 +152,7 @@ def augment_unit(unit: tuple[str, int, int], job: AugmentJob) -> Iterator[Docume
     """``run_stage`` process function: one input shard → synthetic docs + quarantined generations."""
     path, eg_quota, th_quota = unit
     backend = backend_for(job.llm)
-    usage0 = _usage_snapshot(backend)
+    usage0 = usage_snapshot(backend)
     aug = ShardAugmenter(job.augment, job.seed, job.prompts_dir, backend)
     n_in = 0
     left = {"eg": eg_quota, "th": th_quota}
@@ -187,7 +187,7 @@ def augment_unit(unit: tuple[str, int, int], job: AugmentJob) -> Iterator[Docume
             yield from flush()
     if chunk:
         yield from flush()
-    usage = _usage_snapshot(backend)
+    usage = usage_snapshot(backend)
     usage_delta = {
         k: usage[k] - usage0[k]
         for k in ("requests", "attempts", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
@@ -200,7 +200,7 @@ def augment_unit(unit: tuple[str, int, int], job: AugmentJob) -> Iterator[Docume
     }
 
 
-def _usage_snapshot(backend: Backend) -> dict[str, int]:
+def usage_snapshot(backend: Backend) -> dict[str, int]:
     u = getattr(backend, "usage", None) or Usage()
     return {k: int(v) for k, v in u.to_dict().items() if isinstance(v, int)}
 

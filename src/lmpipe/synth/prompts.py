@@ -13,16 +13,17 @@ PACKAGED = Path(__file__).parent / "prompts"
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
-def load_template(name: str, directory: str | Path | None = None) -> str:
-    for base in ([Path(directory)] if directory else []) + [PACKAGED]:
+def load_template(name: str, directory: str | Path | None = None, packaged: Path = PACKAGED) -> str:
+    """Template ``name`` from ``directory`` when it holds one, else from the ``packaged`` templates."""
+    for base in ([Path(directory)] if directory else []) + [packaged]:
         path = base / f"{name}.txt"
         if path.exists():
             return path.read_text(encoding="utf-8").strip()
-    raise FileNotFoundError(f"prompt template {name!r} not found in {directory or ''} {PACKAGED}")
+    raise FileNotFoundError(f"prompt template {name!r} not found in {directory or ''} {packaged}")
 
 
 # placeholders a template may use; any other ``{word}`` (e.g. inside a JSON example) is left alone
-KNOWN = frozenset({"document", "entities", "summary", "thought", "title"})
+KNOWN = frozenset({"document", "entities", "example", "rubric", "summary", "thought", "title"})
 
 
 def fill(template: str, **values: str) -> str:
