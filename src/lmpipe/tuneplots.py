@@ -33,7 +33,9 @@ def plot_study(study: optuna.Study, plots_dir: str | Path) -> list[str]:
         plt.close(fig)
         written.append(str(plots_dir / name))
 
-    with warnings.catch_warnings():
+    # optuna's matplotlib plots call plt.style.use("ggplot"), a process-wide change: rc_context undoes it, so
+    # figures drawn later in the same process (the run report) keep the default colours
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         save(ovm.plot_optimization_history(study).figure, "history.png")
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
