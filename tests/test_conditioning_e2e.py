@@ -223,5 +223,8 @@ def test_meco_pretrain_killed_before_the_boundary_resumes_to_the_same_model(tmp_
     kill_when(proc, (crash / "ckpt" / "latest.ckpt").exists, timeout=120)  # it must still run until then
     subprocess.run(cmd(crash), cwd=root, env=env, check=True, capture_output=True, timeout=300)
     m = json.loads((crash / "m.json").read_text())
-    assert 0 < m["resumed_from_step"] < 4 and m["steps"] == 8
+    # resumed mid-run: usually from step 2 (before the boundary at 4); a loaded machine may let the child reach
+    # the step-4 checkpoint before the kill lands (the sampler's exact resume before, at and after the boundary
+    # is checked without timing in test_conditioning.py)
+    assert 0 < m["resumed_from_step"] < 8 and m["steps"] == 8
     assert weights(crash) == weights(full)

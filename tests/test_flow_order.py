@@ -27,7 +27,8 @@ def test_project_pipeline_starts_with_demo_and_ingest(project_root):
 def test_targets_run_with_their_upstream_closure(project_root):
     """As `dvc repro dedup`: the target and every stage it depends on, nothing downstream or beside it."""
     order = stage_order(project_root / "dvc.yaml", targets=["dedup"])
-    assert order == ["demo", "ingest", "score", "filter", "dedup"]
+    # params.yaml scores with the learned rater: its labels and model are upstream of score
+    assert order == ["demo", "ingest", "label", "rater", "score", "filter", "dedup"]
     cpt = stage_order(project_root / "dvc.yaml", targets=["cpt"])
     assert cpt[-1] == "cpt" and {"augment", "cpt_tokenize", "pretrain"} <= set(cpt)
     assert not {"sft", "evaluate", "report"} & set(cpt)  # nothing downstream of the target

@@ -72,4 +72,5 @@ def test_the_graph_does_not_depend_on_the_flags() -> None:
     assert "mixture" not in stages["tune"]["params"] and "mixture.weights" in stages["tune"]["params"]
     assert "cpt.replay_from_cmr" not in stages["cmr"]["params"] and "cpt" not in stages["cmr"]["params"]
     registry = (ROOT / "stages" / "registry.py").read_text()
-    assert "params.yaml" not in registry  # rendering reads no params
+    # rendering reads no mixture or cpt flag (only the residual's model paths and the rater switch, by design)
+    assert '_param("mixture' not in registry and '_param("cpt' not in registry
