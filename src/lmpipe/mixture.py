@@ -222,7 +222,31 @@ def _domain_key(domain: str) -> int:
     return int.from_bytes(hashlib.blake2b(domain.encode(), digest_size=4).digest(), "big")
 
 
-class MixtureSampler:
+class RankStrided:
+    """Iteration shared by the window samplers: each global step ``_advance()`` picks ``(domain, window)``;
+    this rank's step comes ``rank`` places into each group of ``world_size`` steps."""
+
+    rank: int
+    world_size: int
+    seq_len: int
+    streams: dict[str, DomainStream]
+
+    def _advance(self) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        for _ in range(self.rank):
+            self._advance()
+        domain, window = self._advance()
+        for _ in range(self.world_size - self.rank - 1):
+            self._advance()
+        return self.streams[domain].read(window * self.seq_len, self.seq_len + 1)
+
+
+class MixtureSampler(RankStrided):
     """Infinite iterator of ``seq_len + 1``-token windows from a weighted mixture of domains.
 
     ``rank``/``world_size`` (data parallel): every rank walks the same global sequence and keeps steps
@@ -319,18 +343,6 @@ class MixtureSampler:
         self.drawn[domain] += 1
         self.step += 1
         return domain, window
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        # this rank's step comes ``rank`` places into each group of world_size steps
-        for _ in range(self.rank):
-            self._advance()
-        domain, window = self._advance()
-        for _ in range(self.world_size - self.rank - 1):
-            self._advance()
-        return self.streams[domain].read(window * self.seq_len, self.seq_len + 1)
 
     # ------------------------------------------------------------------ position and reporting
     def state_dict(self) -> dict[str, Any]:

@@ -7,15 +7,15 @@ the pool is used up. Counter-based like :class:`lmpipe.mixture.MixtureSampler`: 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 
-from lmpipe.mixture import STATE_VERSION, TokenIndex, normalize_weights
+from lmpipe.mixture import STATE_VERSION, RankStrided, TokenIndex, normalize_weights
 
 
-class RS2Sampler:
+class RS2Sampler(RankStrided):
     """RS2 without replacement (Okanovic et al. 2023), the baseline for online data selection: the windows of
     every weighted domain pooled (weights only choose the domains), visited in a fresh seeded random order each
     epoch, so no window repeats before all were seen. Same interface and resume contract as ``MixtureSampler``."""
@@ -59,17 +59,6 @@ class RS2Sampler:
         i = int(np.searchsorted(self.offsets, g, side="right")) - 1
         self.step += 1
         return self.domains[i], g - int(self.offsets[i])
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        for _ in range(self.rank):
-            self._advance()
-        domain, window = self._advance()
-        for _ in range(self.world_size - self.rank - 1):
-            self._advance()
-        return self.streams[domain].read(window * self.seq_len, self.seq_len + 1)
 
     def state_dict(self) -> dict[str, Any]:
         return {
