@@ -69,7 +69,7 @@ RESIDUAL = {k: str(_param(f"posttrain.residual.{k}", v)) for k, v in
             (("target", "models/cpt"), ("instruct", "models/sft_base"), ("base", "models/pretrain"))}
 SFT_BASE = RESIDUAL["instruct"] == "models/sft_base"
 # Files a stage always depends on and reads only when a param says so (mixture.from_tune, cpt.replay_from_cmr):
-# the graph never depends on params, and a rerun with the flag off finds its finished checkpoint.
+# these flags never change the graph, and a rerun with the flag off finds its finished checkpoint.
 TUNED = "data/tune/best_mixture.yaml"
 REPLAY = "data/cmr/replay.yaml"
 # filter.score.quality.enabled: score reads the learned rater, so DVC must see the rater stage's model as its dep
