@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lmpipe.llm.types import Backend, GenFailure, GenRequest, GenResult, Outcome, Usage
+from lmpipe.llm.types import USAGE_KEYS, Backend, GenFailure, GenRequest, GenResult, Outcome, Usage
 
 if TYPE_CHECKING:
     from lmpipe.config import LLMConfig
 
-__all__ = ["Backend", "GenFailure", "GenRequest", "GenResult", "Outcome", "Usage", "make_backend"]
+__all__ = ["USAGE_KEYS", "Backend", "GenFailure", "GenRequest", "GenResult", "Outcome", "Usage", "make_backend"]
 
 
 def make_backend(cfg: LLMConfig, cache: bool = True) -> Backend:

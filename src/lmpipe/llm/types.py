@@ -99,6 +99,9 @@ class GenFailure:
 Outcome = GenResult | GenFailure
 
 
+USAGE_KEYS = ("requests", "attempts", "cache_hits", "failures", "prompt_tokens", "completion_tokens")  # the counters
+
+
 @dataclass
 class Usage:
     """Request and token accounting, summed over a stage and written to its metrics."""
@@ -112,7 +115,7 @@ class Usage:
     failures_by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Usage) -> None:
-        for k in ("requests", "attempts", "cache_hits", "failures", "prompt_tokens", "completion_tokens"):
+        for k in USAGE_KEYS:
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for k, v in other.failures_by_reason.items():
             self.failures_by_reason[k] = self.failures_by_reason.get(k, 0) + v

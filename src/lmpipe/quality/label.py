@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from lmpipe.config import LLMConfig, Section
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents, read_manifest
-from lmpipe.llm import GenFailure, GenRequest
+from lmpipe.llm import USAGE_KEYS, GenFailure, GenRequest
 from lmpipe.quality.config import LabelConfig
 from lmpipe.quality.rubric import RubricError, load_prompt, parse_rating, response_format
 from lmpipe.sharded import run_stage
-from lmpipe.synth.augment import backend_for, close_backends, usage_snapshot
+from lmpipe.synth.augment import backend_for, close_backends, usage_since, usage_snapshot
 from lmpipe.synth.entigraph import derive_seed
 from lmpipe.synth.prompts import fill
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from lmpipe.executors import Executor
 
 CHUNK_DOCS = 64  # at most this many documents' requests go out as one batch (bounded memory)
-USAGE_KEYS = ("requests", "attempts", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
 
 
 class LabelJob(Section):
@@ -166,10 +165,9 @@ def label_unit(unit: Unit, job: LabelJob) -> Iterator[Document | Rejected]:
                     yield from flush()
     if chunk:
         yield from flush()
-    after = usage_snapshot(backend)
     return {
         "in": n,
-        "llm": {k: after[k] - before[k] for k in USAGE_KEYS},
+        "llm": usage_since(before, backend),
         "label": dict(lab.stats),
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmpipe.config import LLMConfig, Section
 from lmpipe.documents import Document, Rejected, ShardInfo, iter_documents, read_manifest, write_manifest
-from lmpipe.llm import GenFailure, GenRequest, Usage
+from lmpipe.llm import GenFailure, GenRequest
 from lmpipe.refine.config import RefineConfig
 from lmpipe.refine.program import ProgramError, run_program
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 PROMPTS = Path(__file__).parent / "prompts"
 CHUNK_DOCS = 32  # documents whose requests go to the backend as one batch
-USAGE_KEYS = ("requests", "attempts", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
 
 
 class RefineJob(Section):
@@ -78,20 +77,15 @@ def _seed(seed: int, doc_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\0refine\0{doc_id}".encode()).digest()[:4], "big")
 
 
-def _usage(backend: Any) -> dict[str, int]:
-    u = (getattr(backend, "usage", None) or Usage()).to_dict()
-    return {k: int(u[k]) for k in USAGE_KEYS}
-
-
 def refine_unit(unit: tuple[str, int | None], job: RefineJob) -> Iterator[Document | Rejected]:
     """``run_stage`` process function: one shard → kept / edited docs, dropped and quarantined ones."""
-    from lmpipe.synth.augment import backend_for
+    from lmpipe.synth.augment import backend_for, usage_since, usage_snapshot
     from lmpipe.synth.prompts import fill
 
     path, quota = unit
     cfg = job.refine
     backend = backend_for(job.llm)
-    usage0 = _usage(backend)
+    usage0 = usage_snapshot(backend)
     counts: Counter[str] = Counter()
     n_in = 0
     chunk: list[Document] = []
@@ -125,10 +119,9 @@ def refine_unit(unit: tuple[str, int | None], job: RefineJob) -> Iterator[Docume
             yield from flush()
     if chunk:
         yield from flush()
-    usage = _usage(backend)
     return {
         "in": n_in,
-        "llm": {k: usage[k] - usage0[k] for k in USAGE_KEYS},
+        "llm": usage_since(usage0, backend),
         "refine": dict(counts),
         "seconds": round(time.perf_counter() - t0, 2),
     }

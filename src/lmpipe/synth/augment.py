@@ -30,7 +30,7 @@ from lmpipe.config import AugmentConfig, LLMConfig, Section, SelectConfig
 from lmpipe.docsplit import SplitPlan, split_plan
 from lmpipe.documents import Document, Rejected, iter_documents, read_manifest
 from lmpipe.executors import Executor
-from lmpipe.llm import Usage, make_backend
+from lmpipe.llm import USAGE_KEYS, Usage, make_backend
 from lmpipe.llm.types import Backend
 from lmpipe.sharded import run_stage
 from lmpipe.synth.shard import ShardAugmenter, Work
@@ -187,22 +187,23 @@ def augment_unit(unit: tuple[str, int, int], job: AugmentJob) -> Iterator[Docume
             yield from flush()
     if chunk:
         yield from flush()
-    usage = usage_snapshot(backend)
-    usage_delta = {
-        k: usage[k] - usage0[k]
-        for k in ("requests", "attempts", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
-    }
     return {
         "in": n_in,
-        "llm": usage_delta,
+        "llm": usage_since(usage0, backend),
         "synth": dict(sorted(aug.stats.items())),
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
 
 def usage_snapshot(backend: Backend) -> dict[str, int]:
-    u = getattr(backend, "usage", None) or Usage()
-    return {k: int(v) for k, v in u.to_dict().items() if isinstance(v, int)}
+    u = (getattr(backend, "usage", None) or Usage()).to_dict()
+    return {k: int(u[k]) for k in USAGE_KEYS}
+
+
+def usage_since(before: dict[str, int], backend: Backend) -> dict[str, int]:
+    """The backend's counters spent since ``before`` (a :func:`usage_snapshot`): one unit's share."""
+    now = usage_snapshot(backend)
+    return {k: now[k] - before[k] for k in USAGE_KEYS}
 
 
 # ------------------------------------------------------------------------------------------- stage
