@@ -231,6 +231,17 @@ class RankStrided:
     seq_len: int
     streams: dict[str, DomainStream]
 
+    def _place(self, index: TokenIndex, weights: Mapping[str, float], seq_len: int, seed: int, split: str,
+               missing: Literal["error", "ignore"], rank: int, world_size: int) -> None:
+        """The set-up every window sampler shares: checked arguments and the normalised weights."""
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1; got {seq_len}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
+        self.index, self.seq_len, self.seed, self.split = index, seq_len, int(seed), split
+        self.rank, self.world_size = rank, world_size
+        self.weights = normalize_weights(weights, index.domains(split), missing)
+
     def _advance(self) -> tuple[str, int]:
         raise NotImplementedError
 
@@ -265,13 +276,7 @@ class MixtureSampler(RankStrided):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1; got {seq_len}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
-        self.index, self.seq_len, self.seed, self.split = index, seq_len, int(seed), split
-        self.rank, self.world_size = rank, world_size
-        self.weights = normalize_weights(weights, index.domains(split), missing)
+        self._place(index, weights, seq_len, seed, split, missing, rank, world_size)
         self.streams = {d: index.stream(d, split) for d in self.weights}
         self.windows = {d: max(0, (len(s) - 1) // seq_len) for d, s in self.streams.items()}
         short = {d: len(self.streams[d]) for d, w in self.weights.items() if w > 0 and self.windows[d] == 0}

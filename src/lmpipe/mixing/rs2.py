@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lmpipe.mixture import STATE_VERSION, RankStrided, TokenIndex, normalize_weights
+from lmpipe.mixture import STATE_VERSION, RankStrided, TokenIndex
 
 
 class RS2Sampler(RankStrided):
@@ -32,11 +32,7 @@ class RS2Sampler(RankStrided):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
-        self.index, self.seq_len, self.seed, self.split = index, seq_len, int(seed), split
-        self.rank, self.world_size = rank, world_size
-        self.weights = normalize_weights(weights, index.domains(split), missing)
+        self._place(index, weights, seq_len, seed, split, missing, rank, world_size)
         self.domains = [d for d, w in self.weights.items() if w > 0]
         self.streams = {d: index.stream(d, split) for d in self.domains}
         self.windows = {d: max(0, (len(s) - 1) // seq_len) for d, s in self.streams.items()}
