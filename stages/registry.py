@@ -68,10 +68,13 @@ def _param(dotted: str, default: object = None) -> object:
 RESIDUAL = {k: str(_param(f"posttrain.residual.{k}", v)) for k, v in
             (("target", "models/cpt"), ("instruct", "models/sft_base"), ("base", "models/pretrain"))}
 SFT_BASE = RESIDUAL["instruct"] == "models/sft_base"
-# Files a stage always depends on and reads only when a param says so (mixture.from_tune, cpt.replay_from_cmr):
-# these flags never change the graph, and a rerun with the flag off finds its finished checkpoint.
+# A file pretrain always depends on and reads only when mixture.from_tune says so: the flag never changes the
+# graph, and a rerun with the flag off finds its finished checkpoint.
 TUNED = "data/tune/best_mixture.yaml"
-REPLAY = "data/cmr/replay.yaml"
+# cpt.replay_from_cmr: cpt reads the cmr grid's advice, so the grid is upstream of cpt only then. Off (the
+# default), the grid, the longest stage after pretraining, runs beside cpt instead of before it; the cpt
+# stage refuses the flag when dvc.yaml lacks the dep (re-render after flipping it).
+REPLAY = {"replay": "data/cmr/replay.yaml"} if _param("cpt.replay_from_cmr", False) else {}
 # filter.score.quality.enabled: score reads the learned rater, so DVC must see the rater stage's model as its dep
 RATER = {"rater": "models/quality"} if _param("filter.score.quality.enabled", False) else {}
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
@@ -150,7 +153,7 @@ STAGES: tuple[Stage, ...] = (
           params=("run.seed", "model", "cpt.train", "cpt.mixture", "cmr")),
     Stage("cpt", "lmpipe.continual", "continual pretraining: replay + new domain, LR re-warm and re-decay",
           inputs={"tokens": "data/tokens", "new_tokens": "data/tokens-cpt", "tokenizer": "models/tokenizer",
-                  "replay": REPLAY},
+                  **REPLAY},
           deps=("models/pretrain",),
           outputs={"out": "models/cpt",
                    "ckpt": Out("models/checkpoints/cpt", persist=True, cache=False,

@@ -333,13 +333,21 @@ def test_forgetting_sign_on_constructed_case(tiny_dir: Path, tmp_path: Path) -> 
     cfg = EvaluateConfig(models={"parent": {"path": str(tmp_path / "parent")},
                                  "child": {"path": str(tmp_path / "child"), "parent": "parent"}},
                          old_domains=["prose"])
-    out, _ = evaluate_models(cfg, data, None, seed=0, log=lambda _: None)
+    out, serial_rows = evaluate_models(cfg, data, None, seed=0, log=lambda _: None)
     f = out["models"]["child"]["forgetting"]
     assert f["parent"] == "parent"
     assert f["domains"]["prose"]["bits_per_byte_delta"] > 0.1
     assert f["mean_bits_per_byte_increase"] > 0.1
     code = forgetting(out["models"]["child"], out["models"]["parent"], ["code"])
     assert code["domains"]["code"]["bits_per_byte_delta"] < -0.1
+
+    # one model per worker process gives what one process gives (seeded sampling included), in config order
+    from lmpipe.executors import LocalExecutor
+
+    par, rows = evaluate_models(cfg, data, None, seed=0, log=lambda _: None, ex=LocalExecutor(2))
+    drop = lambda r: {m: {k: v for k, v in x.items() if k != "seconds"} for m, x in r["models"].items()}  # noqa: E731
+    assert drop(par) == drop(out) and par["model_order"] == ["parent", "child"]
+    assert rows == serial_rows
 
 
 # -------------------------------------------------------------------------------------------- config

@@ -168,6 +168,10 @@ def test_sample_is_per_domain_and_seeded(tmp_path: Path) -> None:
     units = plan_units(tmp_path / "many", cfg.model_copy(update={"docs_per_unit": 4}), seed=1)
     assert [sum(len(ids) for _, ids in unit) for _, unit in units] == [4, 2]  # full units across shards
     assert {i for _, unit in units for _, ids in unit for i in ids} == chosen
+    # three workers and a sample of 6: three units of 2, each a share for one worker
+    units = plan_units(tmp_path / "many", cfg.model_copy(update={"workers": 3}), seed=1)
+    assert [sum(len(ids) for _, ids in unit) for _, unit in units] == [2, 2, 2]
+    assert {i for _, unit in units for _, ids in unit for i in ids} == chosen
 
 
 # --------------------------------------------------------------------------- label stage: kill -9

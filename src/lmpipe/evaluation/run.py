@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,36 @@ def evaluate_model(
     return res, samples
 
 
+@dataclass(frozen=True)
+class ModelJob:
+    """One model's evaluation: everything a worker needs, picklable (the scorer is resolved in the worker)."""
+
+    name: str
+    cfg: EvaluateConfig
+    heldout_dir: str | Path | None
+    qa_path: str | Path | None
+    seed: int
+    condition: ConditionConfig | None
+    covered: set[str] | None
+    tox_prompts: tuple[list[str], str]
+
+
+def evaluate_job(job: ModelJob) -> tuple[dict[str, Any], list[dict]]:
+    """Executor entry: load one model and evaluate it (``evaluate_model``)."""
+    import torch
+
+    from lmpipe.evaluation.qa import load_qa
+
+    cfg, m = job.cfg, job.cfg.models[job.name]
+    torch.set_num_threads(cfg.threads)
+    tox = cfg.toxicity
+    scorer = resolve_scorer(tox.scorer, tox.wordlist, tox.hf_model_dir, tox.hf_label)[0] if job.tox_prompts[0] else None
+    qa = load_qa(job.qa_path, cfg.qa.format) if job.qa_path is not None else None
+    lm = LM.load(m.path, name=job.name, seq_len=cfg.heldout.seq_len)
+    return evaluate_model(lm, cfg, job.heldout_dir, qa, scorer, job.seed, m.path, job.condition, job.covered,
+                          job.tox_prompts)
+
+
 def _control_id(lm: LM, condition: ConditionConfig | None) -> int | None:
     """The id of the best control token when PHF is on and the model's tokenizer reserves it."""
     if condition is None or not condition.control.enabled:
@@ -146,17 +176,17 @@ def evaluate_models(
     log: Callable[[str], None] = print,
     condition: ConditionConfig | None = None,
     synthetic_dir: str | Path | None = None,
+    ex: Executor | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model.
-    ``synthetic_dir``: the synthetic (augment) documents; QA accuracy is then also split by entity coverage."""
-    import torch
-
+    ``synthetic_dir``: the synthetic (augment) documents; QA accuracy is then also split by entity coverage.
+    ``ex``: models are evaluated one per worker (None: one after another in this process); the results do not
+    depend on it (generation is seeded per prompt)."""
     from lmpipe.evaluation.qa import load_qa
 
     if not cfg.models:
         raise ValueError("evaluate.models is empty: name at least one model directory in params.yaml")
     check_models(cfg)
-    torch.set_num_threads(cfg.threads)
     qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
     covered = None
     if qa is not None and synthetic_dir is not None and cfg.qa.coverage:
@@ -170,17 +200,18 @@ def evaluate_models(
         log(f"toxicity scorer: {scorer.name} ({why})")
     results: dict[str, Any] = {}
     samples: list[dict] = []
-    for name in evaluation_order(cfg):
-        m = cfg.models[name]
-        lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
-        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition, covered,
-                                             tox_prompts)
+    order = evaluation_order(cfg)
+    jobs = [ModelJob(name, cfg, heldout_dir, qa_path, seed, condition, covered, tox_prompts) for name in order]
+    # models are independent (forgetting compares finished results): one per executor worker
+    evaluated = ex.map(evaluate_job, jobs, desc="models") if ex is not None else [evaluate_job(j) for j in jobs]
+    for name, (res, rows) in zip(order, evaluated, strict=True):
+        results[name] = res
         samples += rows
+        m = cfg.models[name]
         if m.parent:
             results[name]["forgetting"] = {"parent": m.parent,
                                            **forgetting(results[name], results[m.parent], cfg.old_domains)}
         log(f"{name}: {_headline(results[name])}")
-        del lm
     out: dict[str, Any] = {"models": results, "model_order": list(results)}  # JSON keys get sorted
     if scorer is not None:
         out["toxicity_scorer"] = f"{scorer.name} [{why}]"
@@ -229,7 +260,7 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
 
     synthetic = io.synthetic if "synthetic" in io and (Path(io.synthetic) / MANIFEST).is_file() else None
     results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition,
-                                    synthetic_dir=synthetic)
+                                    synthetic_dir=synthetic, ex=ex)
     io.samples.parent.mkdir(parents=True, exist_ok=True)
     io.samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     io.plots.mkdir(parents=True, exist_ok=True)

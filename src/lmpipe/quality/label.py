@@ -67,9 +67,11 @@ Unit = tuple[tuple[str, tuple[str, ...]], ...]  # ((shard path, sampled ids in i
 
 def plan_units(docs_dir: str | Path, cfg: LabelConfig, seed: int) -> list[tuple[str, Unit]]:
     """Units of ``docs_per_unit`` sampled documents in dataset order, spanning input shards: a sample spread
-    thin over many shards still goes out in full batches. The key names each shard's content and ids."""
+    thin over many shards still goes out in full batches. A sample smaller than ``workers`` full units is cut
+    into ``workers`` equal units, so every worker gets a share. The key names each shard's content and ids."""
     docs_dir = Path(docs_dir)
     chosen = sample_ids(docs_dir, cfg, seed)
+    per_unit = max(1, min(cfg.docs_per_unit, -(-len(chosen) // cfg.workers)))
     units: list[tuple[str, Unit]] = []
     parts: list[tuple[str, tuple[str, ...]]] = []
     keys: list[str] = []
@@ -85,11 +87,11 @@ def plan_units(docs_dir: str | Path, cfg: LabelConfig, seed: int) -> list[tuple[
         path = docs_dir / shard["path"]
         ids = [i for b in iter_batches(path, ["id"]) for i in b.column("id").to_pylist() if i in chosen]
         while ids:
-            take, ids = ids[: cfg.docs_per_unit - size], ids[cfg.docs_per_unit - size :]
+            take, ids = ids[: per_unit - size], ids[per_unit - size :]
             parts.append((str(path), tuple(take)))
             keys.append(f"{shard['sha256']}:" + ",".join(take))
             size += len(take)
-            if size >= cfg.docs_per_unit:
+            if size >= per_unit:
                 close()
     close()
     return units
