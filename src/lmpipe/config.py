@@ -1,11 +1,12 @@
 """Typed view of ``params.yaml``: ``Params`` assembling every section, and the parsing and error reporting.
 
-Each section's schema and defaults live beside its component (``lmpipe.<area>.config``, or ``<module>_config.py``
-beside a single-module component), as a pydantic model with ``extra="forbid"`` (:class:`lmpipe.sections.Section`)
-so a typo fails fast. Errors name the YAML path (``ingest.sources[1].format``), what was wrong, and where applicable
-the allowed values. The stages that read a section declare it as their DVC params (``stages/registry.py``); this
-module and so every section module is in every stage's code deps, so a changed default reruns what it touches.
-Section modules import only pydantic, the standard library and other section modules: importing this stays cheap.
+Each section's schema and defaults live beside its component (``lmpipe.<area>.config``, or
+``<module>_config.py`` beside a single-module component), as a pydantic model with ``extra="forbid"``
+(:class:`lmpipe.sections.Section`) so a typo fails fast. Errors name the YAML path
+(``ingest.sources[1].format``), what was wrong, and where applicable the allowed values. The stages that read
+a section declare it as their DVC params (``stages/registry.py``); this module, and with it every section
+module, is in every stage's code deps, so a changed default reruns what it touches. Section modules import
+only pydantic, the standard library and other section modules: importing this stays cheap.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Config of stage ``ingest`` (section ``ingest``: :mod:`lmpipe.ingest`, :mod:`lmpipe.sources`): the sources
-and the checks on every record.
+"""Config of stage ``ingest`` (section ``ingest``: :mod:`lmpipe.ingest`, :mod:`lmpipe.sources`): the sources and
+the checks on every record.
 
-``lmpipe.config`` imports every section, so this file is in every stage's code deps and in every import
-of ``lmpipe.config``: it lives apart from ``ingest.py`` so that neither carries that module's code and imports.
+``lmpipe.config`` imports every section, so this file is in every stage's code deps and in every import of
+``lmpipe.config``: it lives apart from ``ingest.py`` so that neither carries that module's code and imports.
 """
 
 from __future__ import annotations

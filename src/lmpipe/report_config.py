@@ -1,7 +1,7 @@
 """Config of stage ``report`` (section ``report``, :mod:`lmpipe.report`).
 
-``lmpipe.config`` imports every section, so this file is in every stage's code deps and in every import
-of ``lmpipe.config``: it lives apart from ``report.py`` so that neither carries that module's code and imports.
+``lmpipe.config`` imports every section, so this file is in every stage's code deps and in every import of
+``lmpipe.config``: it lives apart from ``report.py`` so that neither carries that module's code and imports.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Config of stage ``tokenize`` (section ``tokenize``: :mod:`lmpipe.tokenization`, :mod:`lmpipe.tokenizer`).
 
-``lmpipe.config`` imports every section, so this file is in every stage's code deps and in every import
-of ``lmpipe.config``: it lives apart from ``tokenization.py`` so that neither carries that module's code and imports.
+``lmpipe.config`` imports every section, so this file is in every stage's code deps and in every import of
+``lmpipe.config``: it lives apart from ``tokenization.py`` so that neither carries that module's code and
+imports.
 """
 
 from __future__ import annotations
