@@ -82,7 +82,7 @@ TRAIN_LIVE_X = "step"
 WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"  # default toxicity word list (demo noise, score, evaluate)
 
 STAGES: tuple[Stage, ...] = (
-    Stage("demo", "lmpipe.demo", "the seeded demo corpus (5 domains, planted noise) and its QA set",
+    Stage("demo", "lmpipe.demo.corpus", "the seeded demo corpus (5 domains, planted noise) and its QA set",
           outputs={"raw": "data/raw", "eval": "data/eval"}, params=("run.seed", "demo"), data=(WORDLIST,)),
     Stage("ingest", "lmpipe.ingest", "every source → one sharded document dataset; bad records quarantined",
           inputs={"raw": "data/raw"},
@@ -109,7 +109,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"out": Out("data/filtered/docs", persist=True), "rejected": Out("data/filtered/rejected", persist=True),
                    "plots": Out("plots/filter", cache=False)},
           params=("filter.select", "filter.score.c4", *GATES, "gates.stages.filter"), gate=True),
-    Stage("dedup", "lmpipe.dedup", "exact + MinHash near-duplicate removal, one survivor per cluster",
+    Stage("dedup", "lmpipe.dedup.passes", "exact + MinHash near-duplicate removal, one survivor per cluster",
           inputs={"docs": "data/filtered/docs"},
           outputs={"out": Out("data/dedup/docs", persist=True, why="signatures are reused from data/dedup/.state"),
                    "rejected": Out("data/dedup/rejected", persist=True), "plots": Out("plots/dedup", cache=False)},

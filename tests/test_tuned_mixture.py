@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmpipe.config import MixtureConfig, TuneConfig
 from lmpipe.contract import StageIO
+from lmpipe.mixing.config import MixtureConfig, TuneConfig
 from lmpipe.pretrain import stage_mixture
 from lmpipe.tuning import run_study, write_outputs
 from stages.registry import ROOT, render

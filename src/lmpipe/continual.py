@@ -18,11 +18,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmpipe.config import CptConfig, ModelConfig, TokenizeConfig
 from lmpipe.documents import sha256_file
 from lmpipe.executors import Executor
 from lmpipe.mixture import TokenIndex, normalize_weights
 from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenization_config import TokenizeConfig
+from lmpipe.training.config import CptConfig, ModelConfig
 
 if TYPE_CHECKING:
     from lmpipe.config import Params

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmpipe.config import IngestConfig
 from lmpipe.executors import Executor
 from lmpipe.formats import read_unit
+from lmpipe.ingest_config import IngestConfig
 from lmpipe.sharded import run_stage
 from lmpipe.sources import plan_units
 from lmpipe.web.reader import WEB_FORMATS

@@ -15,8 +15,8 @@ from itertools import islice
 
 from tqdm.auto import tqdm
 
-from lmpipe.config import HeldoutConfig
 from lmpipe.documents import Document
+from lmpipe.evaluation.config import HeldoutConfig
 from lmpipe.evaluation.lm import LM, Span, span_logprobs, windows
 
 ALL = "all"

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmpipe.conditioning.config import ConditionConfig
-from lmpipe.config import EvaluateConfig
 from lmpipe.documents import MANIFEST, iter_documents
+from lmpipe.evaluation.config import EvaluateConfig
 from lmpipe.evaluation.forgetting import forgetting
 from lmpipe.evaluation.harness import run_lm_eval
 from lmpipe.evaluation.heldout import heldout_metrics

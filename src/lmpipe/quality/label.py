@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmpipe.config import LLMConfig, Section
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents, read_manifest
-from lmpipe.llm import USAGE_KEYS, GenFailure, GenRequest
+from lmpipe.llm.config import LLMConfig
+from lmpipe.llm.types import USAGE_KEYS, GenFailure, GenRequest
 from lmpipe.quality.config import LabelConfig
 from lmpipe.quality.rubric import RubricError, load_prompt, parse_rating, response_format
+from lmpipe.sections import Section
 from lmpipe.sharded import run_stage
 from lmpipe.synth.augment import backend_for, close_backends, usage_since, usage_snapshot
 from lmpipe.synth.entigraph import derive_seed
