@@ -111,7 +111,7 @@ def killed(ws, prefect_env):
     sh(["dvc", "queue", "stop", "--kill"], ws)
     found = exps(ws)
     finished = {n: rev for n, (rev, s) in found.items() if s == "success"}
-    assert len(finished) == 1 and len(found) < 4, found  # one worker: the others were queued or running
+    assert len(finished) == 1, found  # one worker: the others were still queued, or running when killed
     return finished
 
 
