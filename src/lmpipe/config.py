@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmpipe.conditioning.config import ConditionConfig
+from lmpipe.holdout.config import HoldoutConfig
 from lmpipe.mixing.config import CmrConfig, ParetoConfig, ReweightConfig
 from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig
 from lmpipe.quality.config import QualityConfig, QualityRules, QualityScoreConfig
@@ -93,6 +94,7 @@ class IngestConfig(Section):
     min_encoding_confidence: float = Field(
         MIN_ENCODING_CONFIDENCE, ge=0.0, le=1.0, description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'")
     web: WebConfig = WebConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:

@@ -1,7 +1,10 @@
 """Evaluate every configured model the same way, so pipeline stages can be compared side by side.
 
 Models are evaluated parents first; a missing model directory is an error naming it (never skipped), and
-each model with a ``parent`` gets a ``forgetting`` section relative to it.
+each model with a ``parent`` gets a ``forgetting`` section relative to it. Beside the held-out split of the
+trained-on data (``heldout``), each model is scored on the sample drawn before filtering (``heldout_prefilter``:
+``raw``, all of it, and ``clean``, the part the filter keeps), and a model whose training run kept models at
+chosen steps gets its held-out curve over them (``steps``, :mod:`lmpipe.evaluation.steps`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from lmpipe.config import EvaluateConfig
 from lmpipe.documents import MANIFEST, iter_documents
 from lmpipe.evaluation.forgetting import forgetting
 from lmpipe.evaluation.harness import run_lm_eval
-from lmpipe.evaluation.heldout import heldout_metrics
+from lmpipe.evaluation.heldout import heldout_metrics, subset_metrics
 from lmpipe.evaluation.lm import LM, ModelDirError, generate
 from lmpipe.evaluation.qa import (
     QASet,
@@ -27,6 +30,7 @@ from lmpipe.evaluation.qa import (
     exact_match,
     multiple_choice,
 )
+from lmpipe.evaluation.steps import step_curve, write_tsv
 from lmpipe.evaluation.toxicity import ToxicityScorer, load_prompts, resolve_scorer, toxicity_eval
 
 if TYPE_CHECKING:
@@ -70,8 +74,10 @@ def evaluate_model(
     condition: ConditionConfig | None = None,
     covered: set[str] | None = None,
     tox_prompts: tuple[list[str], str] | None = None,
+    prefilter: dict[str, str | Path | None] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
-    """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). With ``condition``:
+    """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). ``prefilter``: named
+    held-out datasets drawn before filtering (``raw``, ``clean``), scored as ``heldout_prefilter``. With ``condition``:
     held-out loss also with MeCo's metadata prefix (``heldout_meco``); toxicity of generations conditioned on
     the best PHF control token (``toxicity``) and without it (``toxicity_unconditioned``). ``covered``: the QA
     entities the synthetic corpus mentions (None: no coverage split)."""
@@ -87,6 +93,8 @@ def evaluate_model(
             meco = condition.meco
             res["heldout_meco"] = heldout_metrics(lm, iter_documents(heldout_dir), cfg.heldout, cfg.batch_tokens,
                                                   context=lambda d: prefix(meco, d.meta, d.source, d.domain))
+    if prefilter and (pre := subset_metrics(lm, prefilter, cfg.heldout, cfg.batch_tokens)):
+        res["heldout_prefilter"] = pre
     if qa is not None and qa.items:
         items = qa.items[: cfg.qa.max_questions] if cfg.qa.max_questions else qa.items
         mc, mc_rows = multiple_choice(lm, items, cfg.qa, cfg.batch_tokens)
@@ -146,9 +154,14 @@ def evaluate_models(
     log: Callable[[str], None] = print,
     condition: ConditionConfig | None = None,
     synthetic_dir: str | Path | None = None,
+    prefilter: dict[str, str | Path | None] | None = None,
+    checkpoints: dict[str, str | Path] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model.
-    ``synthetic_dir``: the synthetic (augment) documents; QA accuracy is then also split by entity coverage."""
+    ``synthetic_dir``: the synthetic (augment) documents; QA accuracy is then also split by entity coverage.
+    ``prefilter``: the held-out sample drawn before filtering (``{"raw": dir, "clean": dir}``).
+    ``checkpoints``: model name -> its training run's checkpoint dir; the models kept there at chosen steps
+    are scored on ``heldout_dir`` too (``steps``)."""
     import torch
 
     from lmpipe.evaluation.qa import load_qa
@@ -174,13 +187,18 @@ def evaluate_models(
         m = cfg.models[name]
         lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
         results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition, covered,
-                                             tox_prompts)
+                                             tox_prompts, prefilter)
         samples += rows
+        del lm
+        if heldout_dir is not None and name in (checkpoints or {}):
+            t0 = time.perf_counter()
+            if curve := step_curve(name, checkpoints[name], heldout_dir, cfg.heldout, cfg.batch_tokens):
+                results[name]["steps"] = curve
+                results[name]["steps_seconds"] = round(time.perf_counter() - t0, 2)
         if m.parent:
             results[name]["forgetting"] = {"parent": m.parent,
                                            **forgetting(results[name], results[m.parent], cfg.old_domains)}
         log(f"{name}: {_headline(results[name])}")
-        del lm
     out: dict[str, Any] = {"models": results, "model_order": list(results)}  # JSON keys get sorted
     if scorer is not None:
         out["toxicity_scorer"] = f"{scorer.name} [{why}]"
@@ -191,6 +209,10 @@ def _headline(r: dict[str, Any]) -> str:
     parts = []
     if "heldout" in r:
         parts.append(f"bits/byte={r['heldout']['all']['bits_per_byte']:.3f}")
+    for subset, h in r.get("heldout_prefilter", {}).items():
+        parts.append(f"{subset}_bits/byte={h['all']['bits_per_byte']:.3f}")
+    if "steps" in r:
+        parts.append(f"kept_steps={len(r['steps'])}")
     if "qa" in r:
         parts.append(f"qa_mc={r['qa']['mc_accuracy']:.3f}")
         if "exact_match" in r["qa"]:
@@ -222,14 +244,22 @@ def plot_rows(results: dict[str, Any]) -> dict[str, list[dict]]:
     return {"bits_per_byte": bpb, "qa_accuracy": qa}
 
 
+PREFILTER_SUBSETS = ("raw", "clean")
+
+
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``evaluate``: every model of ``evaluate.models`` on ``io.heldout`` and ``io.qa``; sample
     generations → ``io.samples``, DVC plot series → ``io.plots``."""
     import json
 
     synthetic = io.synthetic if "synthetic" in io and (Path(io.synthetic) / MANIFEST).is_file() else None
+    prefilter = {k: io.get(f"heldout_{k}") for k in PREFILTER_SUBSETS}
+    # io ckpt_<model>: the checkpoint dir of the training stage that made evaluate.models.<model>
+    checkpoints = {k.removeprefix("ckpt_"): v for k, v in io.items() if k.startswith("ckpt_")}
     results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition,
-                                    synthetic_dir=synthetic)
+                                    synthetic_dir=synthetic, prefilter=prefilter, checkpoints=checkpoints)
+    if "steps" in io:
+        write_tsv({n: r["steps"] for n, r in results["models"].items() if "steps" in r}, io.steps)
     io.samples.parent.mkdir(parents=True, exist_ok=True)
     io.samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     io.plots.mkdir(parents=True, exist_ok=True)
