@@ -96,6 +96,16 @@ def test_clean_part_is_what_the_filter_keeps_through_the_stages(tmp_path: Path) 
     assert not trained & raw.keys()
     f = json.loads((tmp_path / "metrics/filter.json").read_text())["heldout"]
     assert (f["in"], f["clean"], f["rejected"]) == (len(raw), len(good), len(raw) - len(good))
+    # a no-filter arm (filter.select.bypass) trains on every document, yet its clean held-out part is the same
+    raw_params = yaml.safe_load(params.read_text())
+    raw_params["filter"]["select"]["bypass"] = True
+    params.write_text(yaml.safe_dump(raw_params))
+    s = by_name()["filter"]
+    stats = run_stage("filter", s.entry, {k: str(tmp_path / v) for k, v in s.io().items()}, str(params),
+                      str(tmp_path / "metrics" / "filter_raw.json"))
+    assert stats["rejected"] == 0 and stats["kept"] == stats["in"] > 0
+    assert ids(tmp_path / "data/filtered/docs") == ids(tmp_path / "data/scored/docs")  # not even scrubbed
+    assert ids(tmp_path / "data/heldout_clean/docs") == {i: d.text for i, d in clean.items()}
 
 
 @pytest.mark.parametrize("bad", [{"fraction": 1.0}, {"domains": {"web": -0.1}}])

@@ -93,6 +93,9 @@ def select_unit(unit: str, job: SelectJob) -> Iterator[Document | Rejected]:
     scrubbed: Counter[str] = Counter()
     for doc in iter_documents(unit):
         n += 1
+        if cfg.bypass:  # a no-filter arm: the document as it is, not even scrubbed
+            yield doc
+            continue
         rules = cfg.rules_for(doc.domain)
         s = doc.meta.get("scores")
         if s is None:
@@ -183,7 +186,9 @@ def select_dataset(cfg: FilterSelectConfig, c4_lines: C4ScoreConfig, scored: str
     held: dict[str, Any] = {}
     if heldout is not None:
         h_scored, h_clean, h_rejected = heldout
-        h = run_stage(select_unit, dataset_units(h_scored), job, h_clean, h_rejected, executor, cfg.docs_per_shard,
+        # judged by the rules even when training bypasses them: the clean part is the same in every such arm
+        judge = job.model_copy(update={"cfg": cfg.model_copy(update={"bypass": False})})
+        h = run_stage(select_unit, dataset_units(h_scored), judge, h_clean, h_rejected, executor, cfg.docs_per_shard,
                       desc="filter heldout")
         held = {"heldout": {"in": h["in"], "clean": h["kept"], "rejected": h["rejected"],
                             "clean_by_domain": h["kept_by_domain"], "by_reason": h["by_reason"],
