@@ -18,9 +18,11 @@ from lmpipe.executors import LocalExecutor
 from lmpipe.ingest import ingest
 from stages.registry import by_name
 
-GOOD = ("The river {i} flows past the old mill, and the farmers of the valley gather there to trade grain with "
-        "the merchants who come from the coast every spring. They talk about the weather and the price of bread "
-        "while their children play near the water. Write to clerk{i}@example.org for the market dates.")
+GOOD = (
+    "The river {i} flows past the old mill, and the farmers of the valley gather there to trade grain with "
+    "the merchants who come from the coast every spring. They talk about the weather and the price of bread "
+    "while their children play near the water. Write to clerk{i}@example.org for the market dates."
+)
 BAD = "Cheap deal {i} now."  # 4 words: below the rule's 20
 
 
@@ -40,7 +42,10 @@ def write_corpus(raw: Path, n: int = 40) -> None:
 
 
 def sources(raw: Path) -> list[dict]:
-    return [{"uri": str(raw / "prose.jsonl"), "domain": "prose"}, {"uri": str(raw / "code.jsonl"), "domain": "code"}]
+    return [
+        {"uri": str(raw / "prose.jsonl"), "domain": "prose"},
+        {"uri": str(raw / "code.jsonl"), "domain": "code"},
+    ]
 
 
 def ids(directory: Path) -> dict[str, str]:
@@ -49,7 +54,9 @@ def ids(directory: Path) -> dict[str, str]:
 
 def test_membership_follows_the_hash_rule_per_domain_and_counts_are_conserved(tmp_path: Path) -> None:
     write_corpus(tmp_path / "raw")
-    cfg = IngestConfig(sources=sources(tmp_path / "raw"), holdout={"fraction": 0.4, "domains": {"code": 0.0}, "seed": 3})
+    cfg = IngestConfig(
+        sources=sources(tmp_path / "raw"), holdout={"fraction": 0.4, "domains": {"code": 0.0}, "seed": 3}
+    )
     stats = ingest(cfg, tmp_path / "docs", tmp_path / "rej", LocalExecutor(1), tmp_path / "held")
     kept, held = ids(tmp_path / "docs"), ids(tmp_path / "held")
     domains = {d.id: d.domain for p in ("docs", "held") for d in iter_documents(tmp_path / p)}
@@ -60,37 +67,55 @@ def test_membership_follows_the_hash_rule_per_domain_and_counts_are_conserved(tm
     assert stats["in"] == 80 == stats["kept"] + stats["rejected"] + stats["held"]
     assert stats["held_by_domain"] == {"prose": len(want)} and "held out" in stats["conservation"]
     # another seed draws another sample; no held-out dir: nothing is held out
-    other = ingest(cfg.model_copy(update={"holdout": cfg.holdout.model_copy(update={"seed": 4})}),
-                   tmp_path / "d2", tmp_path / "r2", LocalExecutor(1), tmp_path / "h2")
+    other = ingest(
+        cfg.model_copy(update={"holdout": cfg.holdout.model_copy(update={"seed": 4})}),
+        tmp_path / "d2",
+        tmp_path / "r2",
+        LocalExecutor(1),
+        tmp_path / "h2",
+    )
     assert ids(tmp_path / "h2").keys() != held.keys() and other["held"] > 0
     assert ingest(cfg, tmp_path / "d3", tmp_path / "r3", LocalExecutor(1))["kept"] == 80
 
 
 def test_clean_part_is_what_the_filter_keeps_through_the_stages(tmp_path: Path) -> None:
     write_corpus(tmp_path / "raw")
-    off = {k: None for k in ("encoding", "language", "gopher_repetition", "c4", "fineweb", "toxicity", "quality")}
+    off = {
+        k: None for k in ("encoding", "language", "gopher_repetition", "c4", "fineweb", "toxicity", "quality")
+    }
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "run": {"executor": {"workers": 1}},
-        "ingest": {"sources": sources(tmp_path / "raw"), "holdout": {"fraction": 0.5, "domains": {}}},
-        "filter": {"select": {"default": {**off, "gopher_quality": {"min_words": 20}}}},
-    }))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"executor": {"workers": 1}},
+                "ingest": {"sources": sources(tmp_path / "raw"), "holdout": {"fraction": 0.5, "domains": {}}},
+                "filter": {"select": {"default": {**off, "gopher_quality": {"min_words": 20}}}},
+            }
+        )
+    )
     for stage in ("ingest", "score", "filter"):
         s = by_name()[stage]
         paths = {k: str(tmp_path / v) for k, v in s.io().items()}
         stats = run_stage(stage, s.entry, paths, str(params), str(tmp_path / "metrics" / f"{stage}.json"))
         if stage == "ingest":
-            assert stats["gate"]["success"] and stats["in"] == stats["kept"] + stats["rejected"] + stats["held"]
+            assert (
+                stats["gate"]["success"] and stats["in"] == stats["kept"] + stats["rejected"] + stats["held"]
+            )
     raw = {d.id: d for d in iter_documents(tmp_path / "data/heldout_raw/docs")}
     clean = {d.id: d for d in iter_documents(tmp_path / "data/heldout_clean/docs")}
-    dropped = {i: r for b in iter_batches(tmp_path / "data/heldout_clean/rejected", ["id", "reason"])
-               for i, r in zip(b.column("id").to_pylist(), b.column("reason").to_pylist(), strict=True)}
+    dropped = {
+        i: r
+        for b in iter_batches(tmp_path / "data/heldout_clean/rejected", ["id", "reason"])
+        for i, r in zip(b.column("id").to_pylist(), b.column("reason").to_pylist(), strict=True)
+    }
     good = {i for i, d in raw.items() if d.domain == "prose" and "river" in d.text}
     bad_prose = {i for i, d in raw.items() if d.domain == "prose" and "Cheap deal" in d.text}
     assert good and bad_prose  # the sample holds documents of both kinds
     assert clean.keys() == good  # every short doc fails the rule; code is not prose and fails it too
     assert {dropped[i] for i in bad_prose} == {"gopher_quality"} and dropped.keys() == raw.keys() - good
-    assert all("<EMAIL>" in clean[i].text and "@example.org" in raw[i].text for i in good)  # the filter's scrub
+    assert all(
+        "<EMAIL>" in clean[i].text and "@example.org" in raw[i].text for i in good
+    )  # the filter's scrub
     # the held-out documents never reached the training side of score / filter
     trained = ids(tmp_path / "data/scored/docs").keys() | ids(tmp_path / "data/filtered/docs").keys()
     assert not trained & raw.keys()
@@ -101,8 +126,13 @@ def test_clean_part_is_what_the_filter_keeps_through_the_stages(tmp_path: Path) 
     raw_params["filter"]["select"]["bypass"] = True
     params.write_text(yaml.safe_dump(raw_params))
     s = by_name()["filter"]
-    stats = run_stage("filter", s.entry, {k: str(tmp_path / v) for k, v in s.io().items()}, str(params),
-                      str(tmp_path / "metrics" / "filter_raw.json"))
+    stats = run_stage(
+        "filter",
+        s.entry,
+        {k: str(tmp_path / v) for k, v in s.io().items()},
+        str(params),
+        str(tmp_path / "metrics" / "filter_raw.json"),
+    )
     assert stats["rejected"] == 0 and stats["kept"] == stats["in"] > 0
     assert ids(tmp_path / "data/filtered/docs") == ids(tmp_path / "data/scored/docs")  # not even scrubbed
     assert ids(tmp_path / "data/heldout_clean/docs") == {i: d.text for i, d in clean.items()}

@@ -29,12 +29,17 @@ def kept_steps(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     d = Path(ckpt_dir) / KEPT_DIR
     if not d.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := STEP_DIR.match(p.name)) and (p / "config.json").is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in d.iterdir()
+        if (m := STEP_DIR.match(p.name)) and (p / "config.json").is_file()
+    ]
     return sorted(found)
 
 
-def step_curve(name: str, ckpt_dir: str | Path, heldout_dir: str | Path, cfg: HeldoutConfig,
-               batch_tokens: int = 1024) -> Curve:
+def step_curve(
+    name: str, ckpt_dir: str | Path, heldout_dir: str | Path, cfg: HeldoutConfig, batch_tokens: int = 1024
+) -> Curve:
     """``{step: {domain: {loss, bits_per_byte}}}`` over the held-out documents, one kept model at a time."""
     curve: Curve = {}
     for step, path in kept_steps(ckpt_dir):

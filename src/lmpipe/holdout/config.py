@@ -13,13 +13,17 @@ class HoldoutConfig(Section):
     measure and judge it with the corpus's rules, so ``evaluate`` reports loss on the raw sample and on its
     clean part (the documents the filter would keep), the same documents in every arm of a filtering study."""
 
-    fraction: float = Field(0.02, ge=0.0, lt=1.0, description="share of each domain held out (by a hash of the id)")
+    fraction: float = Field(
+        0.02, ge=0.0, lt=1.0, description="share of each domain held out (by a hash of the id)"
+    )
     domains: dict[str, float] = Field(
         default_factory=lambda: {"fiction": 0.0},
         description="per-domain fraction overriding `fraction`; fiction: 0 by default, its articles are the only "
         "source of the closed-book QA facts (a held-out article makes its questions unanswerable)",
     )
-    seed: int = Field(0, ge=0, description="salts the hash (not run.seed: seeds of a study keep the held-out set)")
+    seed: int = Field(
+        0, ge=0, description="salts the hash (not run.seed: seeds of a study keep the held-out set)"
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> HoldoutConfig:

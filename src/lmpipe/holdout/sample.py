@@ -24,8 +24,9 @@ def is_held(doc_id: str, domain: str, cfg: HoldoutConfig) -> bool:
     return fraction > 0 and id_hash(f"{cfg.seed}\0{doc_id}", SALT) < fraction
 
 
-def divert(items: Generator[Document | Rejected, None, Any], cfg: HoldoutConfig
-           ) -> Generator[Document | Rejected | Held, None, Any]:
+def divert(
+    items: Generator[Document | Rejected, None, Any], cfg: HoldoutConfig
+) -> Generator[Document | Rejected | Held, None, Any]:
     """``items`` with every held-out document wrapped in :class:`Held`; returns what ``items`` returns."""
     while True:
         try:
