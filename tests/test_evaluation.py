@@ -464,6 +464,7 @@ def test_evaluate_scores_prefilter_sets_and_kept_steps(tiny_dir: Path, tmp_path:
     assert curve["7"]["all"]["bits_per_byte"] == pytest.approx(m["pretrain"]["heldout"]["all"]["bits_per_byte"])
     assert curve["3"]["code"]["bits_per_byte"] < curve["7"]["code"]["bits_per_byte"]  # it trained on code
     assert "steps" not in m["cpt"]  # no kept models: nothing to score
+    assert "heldout_prefilter" not in m["cpt"]  # evaluate.prefilter.models default: the models without a parent
     rows = list(csv.DictReader((out / "steps.tsv").open(), delimiter="\t"))
     assert [r["step"] for r in rows] == ["3", "7"]
     assert set(rows[0]) == {"step", "pretrain/all", "pretrain/code", "pretrain/prose"}
@@ -476,3 +477,13 @@ def test_no_kept_steps_writes_a_header_only_curve(tmp_path: Path) -> None:
     assert kept_steps(tmp_path / "absent") == []
     assert write_tsv({}, tmp_path / "steps.tsv") == []
     assert (tmp_path / "steps.tsv").read_text() == "step\n"
+
+
+def test_prefilter_models_must_be_evaluated_models() -> None:
+    from lmpipe.evaluation.run import prefilter_targets
+
+    cfg = EvaluateConfig(models={"a": {"path": "x"}, "b": {"path": "y", "parent": "a"}, "c": {"path": "z"}})
+    assert prefilter_targets(cfg) == {"a", "c"}
+    assert prefilter_targets(EvaluateConfig(models=cfg.models, prefilter={"models": ["b"]})) == {"b"}
+    with pytest.raises(ValueError, match="names \\['nope'\\]"):
+        prefilter_targets(EvaluateConfig(models={"a": {"path": "x"}}, prefilter={"models": ["nope"]}))

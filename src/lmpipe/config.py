@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmpipe.conditioning.config import ConditionConfig
-from lmpipe.holdout.config import HoldoutConfig
+from lmpipe.holdout.config import HoldoutConfig, PrefilterEvalConfig
 from lmpipe.mixing.config import CmrConfig, ParetoConfig, ReweightConfig
 from lmpipe.posttrain.config import InstructDemoConfig, PosttrainConfig, PosttrainEvalConfig
 from lmpipe.quality.config import QualityConfig, QualityRules, QualityScoreConfig
@@ -334,6 +334,7 @@ class EvaluateConfig(Section):
     samples: SamplesConfig = SamplesConfig()
     lm_eval: LmEvalConfig = LmEvalConfig()
     posttrain: PosttrainEvalConfig = PosttrainEvalConfig()
+    prefilter: PrefilterEvalConfig = PrefilterEvalConfig()
 
     @model_validator(mode="before")
     @classmethod

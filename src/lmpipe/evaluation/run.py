@@ -2,8 +2,9 @@
 
 Models are evaluated parents first; a missing model directory is an error naming it (never skipped), and
 each model with a ``parent`` gets a ``forgetting`` section relative to it. Beside the held-out split of the
-trained-on data (``heldout``), each model is scored on the sample drawn before filtering (``heldout_prefilter``:
-``raw``, all of it, and ``clean``, the part the filter keeps), and a model whose training run kept models at
+trained-on data (``heldout``), the models of ``evaluate.prefilter`` (default: those without a parent) are scored
+on the sample drawn before filtering (``heldout_prefilter``: ``raw``, all of it, and ``clean``, the part the
+filter keeps), and a model whose training run kept models at
 chosen steps gets its held-out curve over them (``steps``, :mod:`lmpipe.evaluation.steps`).
 """
 
@@ -146,6 +147,17 @@ def _control_id(lm: LM, condition: ConditionConfig | None) -> int | None:
     return int(i)
 
 
+def prefilter_targets(cfg: EvaluateConfig) -> set[str]:
+    """The models scored on the pre-filter held-out sample (``evaluate.prefilter.models``; default: no parent)."""
+    names = cfg.prefilter.models
+    if names is None:
+        return {n for n, m in cfg.models.items() if m.parent is None}
+    unknown = sorted(set(names) - set(cfg.models))
+    if unknown:
+        raise ValueError(f"evaluate.prefilter.models names {unknown}, not in evaluate.models ({sorted(cfg.models)})")
+    return set(names)
+
+
 def evaluate_models(
     cfg: EvaluateConfig,
     heldout_dir: str | Path | None,
@@ -169,6 +181,7 @@ def evaluate_models(
     if not cfg.models:
         raise ValueError("evaluate.models is empty: name at least one model directory in params.yaml")
     check_models(cfg)
+    prefilter_models = prefilter_targets(cfg)
     torch.set_num_threads(cfg.threads)
     qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
     covered = None
@@ -187,7 +200,7 @@ def evaluate_models(
         m = cfg.models[name]
         lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
         results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition, covered,
-                                             tox_prompts, prefilter)
+                                             tox_prompts, prefilter if name in prefilter_models else None)
         samples += rows
         del lm
         if heldout_dir is not None and name in (checkpoints or {}):
@@ -244,16 +257,13 @@ def plot_rows(results: dict[str, Any]) -> dict[str, list[dict]]:
     return {"bits_per_byte": bpb, "qa_accuracy": qa}
 
 
-PREFILTER_SUBSETS = ("raw", "clean")
-
-
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     """Stage ``evaluate``: every model of ``evaluate.models`` on ``io.heldout`` and ``io.qa``; sample
     generations → ``io.samples``, DVC plot series → ``io.plots``."""
     import json
 
     synthetic = io.synthetic if "synthetic" in io and (Path(io.synthetic) / MANIFEST).is_file() else None
-    prefilter = {k: io.get(f"heldout_{k}") for k in PREFILTER_SUBSETS}
+    prefilter = {k: io.get(f"heldout_{k}") for k in p.evaluate.prefilter.subsets}
     # io ckpt_<model>: the checkpoint dir of the training stage that made evaluate.models.<model>
     checkpoints = {k.removeprefix("ckpt_"): v for k, v in io.items() if k.startswith("ckpt_")}
     results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from lmpipe.sections import Section
@@ -34,3 +36,17 @@ class HoldoutConfig(Section):
 
     def fraction_for(self, domain: str) -> float:
         return self.domains.get(domain, self.fraction)
+
+
+class PrefilterEvalConfig(Section):
+    """What ``evaluate`` scores on the pre-filter held-out sample (section ``evaluate.prefilter``)."""
+
+    subsets: list[Literal["raw", "clean"]] = Field(
+        default_factory=lambda: ["raw", "clean"],
+        description="raw: the whole sample; clean: the part the filter rules keep (empty list: off)",
+    )
+    models: list[str] | None = Field(
+        None,
+        description="evaluate.models scored on it; None = those without a parent (trained from scratch on the "
+        "pipeline's data, the ones a filtering study compares); each costs ~2-4 s at the demo size",
+    )
