@@ -16,8 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lmpipe.config import DedupConfig, EvalFile, FilterScoreConfig, FilterSelectConfig, LabelledFile
+from lmpipe.dedup.config import DedupConfig
 from lmpipe.documents import Document, ShardWriter, iter_batches, write_manifest
+from lmpipe.filters.config import EvalFile, FilterScoreConfig, FilterSelectConfig, LabelledFile
 
 
 def write_inputs(texts: list[str], root: Path, shards: int, domain: str = "web") -> tuple[Path, Path]:
@@ -152,7 +153,7 @@ def dedup_config() -> DedupConfig:
 
 def ours_dedup(docs: Path, out: Path, executor: Any) -> set[str]:
     """Stage ``dedup``; returns the ids it removed."""
-    from lmpipe.dedup import dedup
+    from lmpipe.dedup.passes import dedup
 
     shutil.rmtree(out, ignore_errors=True)
     dedup(dedup_config(), docs, out / "kept", out / "rejected", executor, out / "work")

@@ -26,8 +26,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import alternate, rate, require_shared, table, write_result  # noqa: E402
 
-from lmpipe.config import DedupConfig  # noqa: E402
-from lmpipe.dedup import MinHasher, band_keys, normalize, shingle_hashes  # noqa: E402
+from lmpipe.dedup.config import DedupConfig  # noqa: E402
+from lmpipe.dedup.exact import normalize  # noqa: E402
+from lmpipe.dedup.minhash import MinHasher, band_keys, shingle_hashes  # noqa: E402
 
 
 def _pairs_from_keys(keys: np.ndarray) -> set[tuple[int, int]]:

@@ -37,7 +37,7 @@ def real_text(data: Path) -> str:
 
 
 def scorer(data: Path):  # noqa: ANN201
-    from lmpipe.config import FilterScoreConfig
+    from lmpipe.filters.config import FilterScoreConfig
     from lmpipe.filters.decontam import EvalIndex
     from lmpipe.filters.perplexity import KneserNeyLM
     from lmpipe.filters.score import Scorer

@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPEATS, ROOT, rate, require_shared, table, write_result  # noqa: E402
 
-from lmpipe.config import HeldoutConfig  # noqa: E402
 from lmpipe.documents import Document  # noqa: E402
+from lmpipe.evaluation.config import HeldoutConfig  # noqa: E402
 from lmpipe.evaluation.heldout import heldout_metrics  # noqa: E402
 from lmpipe.evaluation.lm import LM, _token_batches, windows  # noqa: E402
 
@@ -189,7 +189,7 @@ def hf_mc_loop(lm: LM, items: list, template: str) -> list[int]:
 
 
 def qa_workload(lm: LM, items: list) -> tuple[dict, dict]:
-    from lmpipe.config import QAConfig
+    from lmpipe.evaluation.config import QAConfig
     from lmpipe.evaluation.qa import multiple_choice
 
     cfg = QAConfig(normalise="chars")

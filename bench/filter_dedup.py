@@ -58,7 +58,7 @@ FAMILIES = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
 
 
 def ours(texts: list[str]) -> dict[str, list[bool]]:
-    from lmpipe.config import FilterScoreConfig, RuleSet
+    from lmpipe.filters.config import FilterScoreConfig, RuleSet
     from lmpipe.filters.score import Scorer
     from lmpipe.filters.select import check
     from lmpipe.filters.text import split_words

@@ -26,8 +26,8 @@ from _common import REPEATS, rate, table, write_result  # noqa: E402
 
 
 def build(args: argparse.Namespace, vocab: int) -> torch.nn.Module:
-    from lmpipe.config import ModelConfig
     from lmpipe.model import build_model
+    from lmpipe.training.config import ModelConfig
 
     cfg = ModelConfig(
         d_model=args.d_model,

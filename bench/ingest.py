@@ -21,9 +21,9 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lmpipe.config import IngestConfig
     from lmpipe.executors import LocalExecutor
     from lmpipe.ingest import ingest
+    from lmpipe.ingest_config import IngestConfig
 
     files = sorted((require_shared() / "wikitext-2").glob("*.txt"))
     mb = sum(f.stat().st_size for f in files) / 1e6

@@ -37,9 +37,11 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from _common import REPEATS, stat, table, write_result  # noqa: E402
 
-from lmpipe.config import ModelConfig, TokenizeConfig, TuneConfig  # noqa: E402
 from lmpipe.documents import Document, ShardWriter, write_manifest  # noqa: E402
 from lmpipe.executors import LocalExecutor  # noqa: E402
+from lmpipe.mixing.config import TuneConfig  # noqa: E402
+from lmpipe.tokenization_config import TokenizeConfig  # noqa: E402
+from lmpipe.training.config import ModelConfig  # noqa: E402
 from lmpipe.tuning import MixtureObjective, run_study, trial_function, weights_of  # noqa: E402
 
 DOMAINS = ["alpha", "beta", "gamma"]

@@ -35,7 +35,7 @@ MARKERS = ["theorem", "therefore", "consequently", "derivation", "hypothesis"]
 
 def demo_docs(tmp: Path, profile: str | None) -> list:
     from lmpipe.config import load_params
-    from lmpipe.demo import generate
+    from lmpipe.demo.corpus import generate
     from lmpipe.documents import iter_documents
     from lmpipe.executors import LocalExecutor
     from lmpipe.ingest import ingest

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 from _common import REPEATS, SHARED, rate, table, write_result  # noqa: E402
 
-from lmpipe.config import TokenizeConfig  # noqa: E402
 from lmpipe.docsplit import split_plan  # noqa: E402
 from lmpipe.documents import Document, ShardWriter, iter_batches, write_manifest  # noqa: E402
 from lmpipe.executors import LocalExecutor  # noqa: E402
 from lmpipe.tokenization import PackTask, pack_unit, tokenize_corpus  # noqa: E402
+from lmpipe.tokenization_config import TokenizeConfig  # noqa: E402
 from lmpipe.tokenizer import Encoder  # noqa: E402
 
 

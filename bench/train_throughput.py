@@ -29,10 +29,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 from _common import REPEATS, stat, table, write_result  # noqa: E402
 
-from lmpipe.config import TrainConfig, load_params  # noqa: E402
+from lmpipe.config import load_params  # noqa: E402
 from lmpipe.model import build_model, flops_per_token, n_params  # noqa: E402
 from lmpipe.schedules import lr_lambda  # noqa: E402
 from lmpipe.training.callbacks import StepHooks, Throughput, peak_flops  # noqa: E402
+from lmpipe.training.config import TrainConfig  # noqa: E402
 from lmpipe.training.data import TokenDataModule  # noqa: E402
 from lmpipe.training.module import CausalLMModule  # noqa: E402
 from lmpipe.training.resume import dvclive_logger  # noqa: E402

@@ -91,11 +91,11 @@ def main() -> None:
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.core})  # children (datatrove's sandbox) inherit it
 
-    from lmpipe.config import IngestConfig
     from lmpipe.documents import Document
     from lmpipe.executors import LocalExecutor
     from lmpipe.formats import read_unit
     from lmpipe.ingest import ingest
+    from lmpipe.ingest_config import IngestConfig
     from lmpipe.sources import plan_units
 
     tmp = Path(tempfile.mkdtemp())

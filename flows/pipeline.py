@@ -1,17 +1,22 @@
-"""The pipeline flow: one Prefect task per DVC stage, in dependency order.
+"""The pipeline flow: one Prefect task per DVC stage, in dependency order, independent stages side by side.
 
 Each task runs ``dvc repro --single-item <stage>``, so DVC decides whether the stage is stale and keeps the
 lineage; Prefect adds retries with backoff, logs, scheduling and a markdown artifact of each stage's
-metrics. Prefect's own result caching stays off: DVC already skips unchanged stages.
+metrics. Prefect's own result caching stays off: DVC already skips unchanged stages. Up to ``jobs`` stages
+whose upstream stages have finished run at once (e.g. augment beside tune → pretrain): DVC releases its repo
+lock while a stage's command runs and takes it back (``--wait-for-lock``) to record the result in dvc.lock.
 
     python -m flows.pipeline                  # whole pipeline, ephemeral Prefect API
     python -m flows.pipeline dedup            # dedup and everything upstream of it (as `dvc repro dedup`)
+    python -m flows.pipeline --jobs 1         # one stage at a time
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.pipeline   # against a Prefect server
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 from graphlib import TopologicalSorter
@@ -21,6 +26,8 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,13 +90,15 @@ def _metrics_markdown(stage: str, metrics_file: Path) -> str:
       cache_policy=NO_CACHE, task_run_name="dvc-{stage}")
 def run_stage(stage: str, force: bool = False) -> dict:
     log = get_run_logger()
-    cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
+    # --wait-for-lock: a stage running beside this one holds DVC's repo lock for a moment when it starts or
+    # records its result; wait for it instead of failing
+    cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", stage] + (["--force"] if force else [])
     log.info("$ %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
     tail: list[str] = []
     for line in proc.stdout:
-        sys.stdout.write(line)  # keep progress bars visible in the terminal
+        sys.stdout.write(f"[{stage}] {line}")  # the prefix tells concurrent stages apart
         tail = (tail + [line.rstrip()])[-40:]
     if proc.wait() != 0:
         raise RuntimeError(f"stage {stage!r} failed (exit {proc.returncode}):\n" + "\n".join(tail))
@@ -108,12 +117,59 @@ def run_stage(stage: str, force: bool = False) -> dict:
     return metrics
 
 
-@flow(name="lmpipe-pipeline", log_prints=True)
-def pipeline(targets: list[str] | None = None, force: bool = False) -> dict[str, dict]:
-    """Run ``targets`` and everything upstream of them (default: all of dvc.yaml) in dependency order, as
-    ``dvc repro <targets>`` would; returns each stage's metrics. ``force`` reruns even up-to-date stages."""
-    return {s: run_stage(s, force) for s in stage_order(targets=targets)}
+def default_jobs() -> int:
+    """One stage per core: each stage's torch work uses one thread by default (``*.threads``)."""
+    return os.cpu_count() or 1
+
+
+@flow(name="lmpipe-pipeline", log_prints=True, task_runner=ThreadPoolTaskRunner())
+def pipeline(
+    targets: list[str] | None = None, force: bool = False, jobs: int | None = None, retries: int | None = None
+) -> dict[str, dict]:
+    """Run ``targets`` and everything upstream of them (default: all of dvc.yaml) as ``dvc repro <targets>``
+    would, with up to ``jobs`` independent stages at once (default: one per core); returns each stage's
+    metrics. ``force`` reruns even up-to-date stages; ``retries`` overrides the task's retries of a failed
+    stage (backoff between tries). After a failed stage no new stage starts; the running
+    ones finish (their results are recorded), then the flow fails with the first error."""
+    order = stage_order(targets=targets)
+    _, graph = stage_graph()
+    jobs = max(1, jobs or default_jobs())
+    task = run_stage if retries is None else run_stage.with_options(retries=retries)
+    todo, done, failed = list(order), set(), []
+    futures: dict[str, PrefectFuture] = {}
+    running: dict[str, PrefectFuture] = {}
+    while todo or running:
+        # ready stages start in stage_order's order, so the run still reads like dvc.yaml
+        ready = [s for s in todo if graph[s] <= done] if not failed else []
+        for stage in ready[: jobs - len(running)]:
+            todo.remove(stage)
+            running[stage] = futures[stage] = task.submit(stage, force)
+        if not running:
+            break
+        finished = next(as_completed(list(running.values())))
+        stage = next(s for s, f in running.items() if f is finished)
+        del running[stage]
+        finished.wait()  # as_completed may yield before the final state is recorded on the future
+        if finished.state.is_completed():
+            done.add(stage)
+        else:
+            failed.append(stage)
+    if failed:
+        get_run_logger().error("failed: %s; not started: %s", ", ".join(failed), ", ".join(todo) or "none")
+        futures[failed[0]].result()  # raises the stage's own error (its command and the tail of its output)
+        raise RuntimeError(f"stage(s) {', '.join(failed)} did not complete")
+    return {s: futures[s].result() for s in order}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Run the lmpipe pipeline (DVC stages) as a Prefect flow.")
+    ap.add_argument("targets", nargs="*", help="stages to run, with everything upstream (default: all)")
+    ap.add_argument("--jobs", "-j", type=int, default=None, help="stages run at once (default: one per core)")
+    ap.add_argument("--force", action="store_true", help="rerun stages even when DVC finds them up to date")
+    ap.add_argument("--retries", type=int, default=None, help="tries after a failed stage (default: 2, backing off)")
+    args = ap.parse_args(argv)
+    pipeline(targets=args.targets or None, force=args.force, jobs=args.jobs, retries=args.retries)
 
 
 if __name__ == "__main__":
-    pipeline(targets=sys.argv[1:] or None)
+    main()

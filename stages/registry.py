@@ -68,10 +68,13 @@ def _param(dotted: str, default: object = None) -> object:
 RESIDUAL = {k: str(_param(f"posttrain.residual.{k}", v)) for k, v in
             (("target", "models/cpt"), ("instruct", "models/sft_base"), ("base", "models/pretrain"))}
 SFT_BASE = RESIDUAL["instruct"] == "models/sft_base"
-# Files a stage always depends on and reads only when a param says so (mixture.from_tune, cpt.replay_from_cmr):
-# these flags never change the graph, and a rerun with the flag off finds its finished checkpoint.
+# A file pretrain always depends on and reads only when mixture.from_tune says so: the flag never changes the
+# graph, and a rerun with the flag off finds its finished checkpoint.
 TUNED = "data/tune/best_mixture.yaml"
-REPLAY = "data/cmr/replay.yaml"
+# cpt.replay_from_cmr: cpt reads the cmr grid's advice, so the grid is upstream of cpt only then. Off (the
+# default), the grid, the longest stage after pretraining, runs beside cpt instead of before it; the cpt
+# stage refuses the flag when dvc.yaml lacks the dep (re-render after flipping it).
+REPLAY = {"replay": "data/cmr/replay.yaml"} if _param("cpt.replay_from_cmr", False) else {}
 # filter.score.quality.enabled: score reads the learned rater, so DVC must see the rater stage's model as its dep
 RATER = {"rater": "models/quality"} if _param("filter.score.quality.enabled", False) else {}
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
@@ -83,7 +86,7 @@ HELDOUT_RAW, HELDOUT_CLEAN = "data/heldout_raw/docs", "data/heldout_clean/docs"
 STEPS_TSV = "metrics/evaluate_steps.tsv"  # default toxicity word list (demo noise, score, evaluate)
 
 STAGES: tuple[Stage, ...] = (
-    Stage("demo", "lmpipe.demo", "the seeded demo corpus (5 domains, planted noise) and its QA set",
+    Stage("demo", "lmpipe.demo.corpus", "the seeded demo corpus (5 domains, planted noise) and its QA set",
           outputs={"raw": "data/raw", "eval": "data/eval"}, params=("run.seed", "demo"), data=(WORDLIST,)),
     Stage("ingest", "lmpipe.ingest", "every source → one sharded document dataset; bad records quarantined",
           inputs={"raw": "data/raw"},
@@ -114,7 +117,7 @@ STAGES: tuple[Stage, ...] = (
                    "heldout_clean": Out(HELDOUT_CLEAN, persist=True, why="the held-out docs the rules keep"),
                    "heldout_rejected": Out("data/heldout_clean/rejected", persist=True)},
           params=("filter.select", "filter.score.c4", *GATES, "gates.stages.filter"), gate=True),
-    Stage("dedup", "lmpipe.dedup", "exact + MinHash near-duplicate removal, one survivor per cluster",
+    Stage("dedup", "lmpipe.dedup.passes", "exact + MinHash near-duplicate removal, one survivor per cluster",
           inputs={"docs": "data/filtered/docs"},
           outputs={"out": Out("data/dedup/docs", persist=True, why="signatures are reused from data/dedup/.state"),
                    "rejected": Out("data/dedup/rejected", persist=True), "plots": Out("plots/dedup", cache=False)},
@@ -158,7 +161,7 @@ STAGES: tuple[Stage, ...] = (
           params=("run.seed", "model", "cpt.train", "cpt.mixture", "cmr")),
     Stage("cpt", "lmpipe.continual", "continual pretraining: replay + new domain, LR re-warm and re-decay",
           inputs={"tokens": "data/tokens", "new_tokens": "data/tokens-cpt", "tokenizer": "models/tokenizer",
-                  "replay": REPLAY},
+                  **REPLAY},
           deps=("models/pretrain",),
           outputs={"out": "models/cpt",
                    "ckpt": Out("models/checkpoints/cpt", persist=True, cache=False,

@@ -153,18 +153,20 @@ def stage_cmd(stage: str, params_file: str | Path, metrics_file: str | Path, **p
 
 
 def make_workspace(root: Path, params: dict, extra: tuple[str, ...] = ()) -> Path:
-    """A fresh git + DVC repo holding this project's pipeline code, ``dvc.yaml`` and the given params."""
+    """A fresh git + DVC repo holding this project's pipeline code, the given params and the ``dvc.yaml`` the
+    registry renders for them (a few graph choices are params: the rater, cmr → cpt, the residual's models)."""
     import shutil
     import subprocess
+    import sys
 
     import yaml
 
     for d in ("src", "stages", "flows", *extra):
         shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", root)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc = str(Path(__import__("sys").executable).parent / "dvc")
-    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
+    dvc = str(Path(sys.executable).parent / "dvc")
+    render = [sys.executable, "-m", "stages.registry", "--write"]  # the graph these params choose
+    for cmd in (render, ["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
                 ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)
     return root

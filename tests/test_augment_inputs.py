@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmpipe.config import LLMConfig, TokenizeConfig
 from lmpipe.documents import iter_documents
 from lmpipe.executors import LocalExecutor
+from lmpipe.llm.config import LLMConfig
 from lmpipe.llm.testing import FaultServer
 from lmpipe.synth.augment import AugmentJob, Holdout, augment
 from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenization_config import TokenizeConfig
 from tests.test_synth_stage import lenient_augment, make_docs, rows
 
 VAL = 0.25

@@ -11,10 +11,12 @@ import torch
 import yaml
 
 from lmpipe.cmr import Law
-from lmpipe.config import MixtureConfig, Params, TrainConfig
+from lmpipe.config import Params
 from lmpipe.contract import StageIO
 from lmpipe.mixing.cmrgrid import cpt_mixture, replay_weights, run
+from lmpipe.mixing.config import MixtureConfig
 from lmpipe.mixture import TokenIndex
+from lmpipe.training.config import TrainConfig
 from tests.test_continual import SEQ, TINY, corpus  # noqa: F401 - the shared module fixture
 
 torch.set_num_threads(1)

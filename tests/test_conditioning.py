@@ -13,11 +13,12 @@ from tokenizers import Tokenizer
 from lmpipe.conditioning.config import ConditionConfig
 from lmpipe.conditioning.control import segments
 from lmpipe.conditioning.meco import boundary_windows
-from lmpipe.config import MixtureConfig, TokenizeConfig
 from lmpipe.documents import Document, ShardWriter, write_manifest
 from lmpipe.executors import LocalExecutor
+from lmpipe.mixing.config import MixtureConfig
 from lmpipe.mixture import TokenIndex
 from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenization_config import TokenizeConfig
 from lmpipe.training.data import mixture_samplers
 
 WORDS = [

@@ -14,13 +14,16 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from lmpipe.config import CptConfig, MixtureConfig, ModelConfig, Params, TokenizeConfig, TrainConfig
+from lmpipe.config import Params
 from lmpipe.continual import continue_pretraining, model_fingerprint, replay_index, tokenize_new_domains
 from lmpipe.documents import Document, ShardWriter, sha256_file, write_manifest
 from lmpipe.executors import LocalExecutor
+from lmpipe.mixing.config import MixtureConfig
 from lmpipe.mixture import MixtureSampler, TokenIndex
 from lmpipe.schedules import lr_factor
 from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenization_config import TokenizeConfig
+from lmpipe.training.config import CptConfig, ModelConfig, TrainConfig
 from tests.conftest import stage_cmd
 
 torch.set_num_threads(1)

@@ -24,7 +24,8 @@ TOLERANCE = 1e-5  # relative, per logged loss (measured: 1.8e-7 train, 9.1e-8 va
 # Lightning's DDP launcher re-runs the command of rank 0 for every other rank, so this is a script file.
 SCRIPT = """
 import json, sys
-from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+from lmpipe.mixing.config import MixtureConfig
+from lmpipe.training.config import ModelConfig, TrainConfig
 from lmpipe.training.data import mixture_samplers
 from lmpipe.training.trainer import train
 a = json.loads(sys.argv[1])

@@ -10,18 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lmpipe.config import DedupConfig, DemoConfig, IngestConfig, NormalizeConfig, SourceConfig, load_params
-from lmpipe.dedup import (
-    MinHasher,
-    UnionFind,
-    candidate_probability,
-    dedup,
-    estimate_jaccard,
-    normalize,
-    shingle_hashes,
-)
+from lmpipe.config import load_params
+from lmpipe.dedup.config import DedupConfig, NormalizeConfig
+from lmpipe.dedup.exact import normalize
+from lmpipe.dedup.minhash import MinHasher, candidate_probability, estimate_jaccard, shingle_hashes
+from lmpipe.dedup.passes import dedup
+from lmpipe.dedup.unionfind import UnionFind
+from lmpipe.demo.config import DemoConfig
 from lmpipe.documents import Document, ShardWriter, iter_documents, read_manifest, write_manifest
 from lmpipe.executors import LocalExecutor
+from lmpipe.ingest_config import IngestConfig, SourceConfig
 
 
 def ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
@@ -253,7 +251,7 @@ def test_real_near_duplicates_found_and_distinct_docs_kept(tmp_path: Path, share
 
 def test_demo_planted_duplicates_removed(tmp_path: Path, project_root: Path) -> None:
     """With the project's params, each planted exact/near-duplicate group of the demo keeps one document."""
-    from lmpipe.demo import generate
+    from lmpipe.demo.corpus import generate
     from lmpipe.ingest import ingest
 
     demo = DemoConfig(prose_docs=150, code_docs=40, math_docs=60, fiction_entities=8, noise_fraction=0.2)

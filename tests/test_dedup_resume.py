@@ -17,8 +17,8 @@ from lmpipe.documents import Document, ShardWriter, write_manifest
 
 RUN = """
 import sys
-from lmpipe.config import DedupConfig
-from lmpipe.dedup import dedup
+from lmpipe.dedup.config import DedupConfig
+from lmpipe.dedup.passes import dedup
 from lmpipe.executors import LocalExecutor
 src, dst = sys.argv[1], sys.argv[2]
 dedup(DedupConfig(batch_docs=100), src, dst + "/docs", dst + "/rejected", LocalExecutor(1), dst + "/work")

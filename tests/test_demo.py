@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lmpipe.config import DemoConfig
-from lmpipe.demo import generate
+from lmpipe.demo.config import DemoConfig
+from lmpipe.demo.corpus import generate
 
 SMALL = DemoConfig(prose_docs=60, code_docs=40, math_docs=60, fiction_entities=8, toxicity_examples=200)
 
@@ -87,9 +87,9 @@ def test_labelled_toxicity_set_trains_a_classifier_that_flags_insults_only(demo)
 
 
 def test_demo_crawl_ingests_with_exactly_the_planted_quarantine(demo, tmp_path):
-    from lmpipe.config import IngestConfig
     from lmpipe.executors import LocalExecutor
     from lmpipe.ingest import ingest
+    from lmpipe.ingest_config import IngestConfig
 
     root, summary = demo
     cfg = IngestConfig(sources=[{"uri": str(root / "raw" / "crawl" / "*.warc.gz"), "domain": "web"}])

@@ -11,34 +11,24 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lmpipe.config import (  # noqa: E402
-    ConfigError,
-    EvaluateConfig,
-    HeldoutConfig,
-    QAConfig,
-    ToxicityConfig,
-    parse_params,
-)
+from lmpipe.config import ConfigError, parse_params  # noqa: E402
 from lmpipe.contract import run_stage  # noqa: E402
 from lmpipe.documents import Document, ShardWriter, write_manifest  # noqa: E402
-from lmpipe.evaluation import (  # noqa: E402
-    LM,
-    ModelDirError,
+from lmpipe.evaluation.config import EvaluateConfig, HeldoutConfig, QAConfig, ToxicityConfig  # noqa: E402
+from lmpipe.evaluation.forgetting import forgetting  # noqa: E402
+from lmpipe.evaluation.heldout import heldout_metrics  # noqa: E402
+from lmpipe.evaluation.lm import LM, ModelDirError, Span, span_logprobs, windows  # noqa: E402
+from lmpipe.evaluation.qa import (  # noqa: E402  # noqa: E402
     QAItem,
-    Span,
-    WordListScorer,
-    forgetting,
-    heldout_metrics,
+    choose,
+    exact_match,
     load_qa,
     multiple_choice,
     normalise_answer,
-    rtp_summary,
-    span_logprobs,
-    windows,
+    prompt,
 )
-from lmpipe.evaluation.qa import choose, exact_match, prompt  # noqa: E402
 from lmpipe.evaluation.run import evaluate_models  # noqa: E402
-from lmpipe.evaluation.toxicity import resolve_scorer, toxicity_eval  # noqa: E402
+from lmpipe.evaluation.toxicity import WordListScorer, resolve_scorer, rtp_summary, toxicity_eval  # noqa: E402  # noqa: E402
 from lmpipe.tiny import build_tiny_model  # noqa: E402
 from stages.registry import by_name  # noqa: E402
 
@@ -333,13 +323,21 @@ def test_forgetting_sign_on_constructed_case(tiny_dir: Path, tmp_path: Path) -> 
     cfg = EvaluateConfig(models={"parent": {"path": str(tmp_path / "parent")},
                                  "child": {"path": str(tmp_path / "child"), "parent": "parent"}},
                          old_domains=["prose"])
-    out, _ = evaluate_models(cfg, data, None, seed=0, log=lambda _: None)
+    out, serial_rows = evaluate_models(cfg, data, None, seed=0, log=lambda _: None)
     f = out["models"]["child"]["forgetting"]
     assert f["parent"] == "parent"
     assert f["domains"]["prose"]["bits_per_byte_delta"] > 0.1
     assert f["mean_bits_per_byte_increase"] > 0.1
     code = forgetting(out["models"]["child"], out["models"]["parent"], ["code"])
     assert code["domains"]["code"]["bits_per_byte_delta"] < -0.1
+
+    # one model per worker process gives what one process gives (seeded sampling included), in config order
+    from lmpipe.executors import LocalExecutor
+
+    par, rows = evaluate_models(cfg, data, None, seed=0, log=lambda _: None, ex=LocalExecutor(2))
+    drop = lambda r: {m: {k: v for k, v in x.items() if k != "seconds"} for m, x in r["models"].items()}  # noqa: E731
+    assert drop(par) == drop(out) and par["model_order"] == ["parent", "child"]
+    assert rows == serial_rows
 
 
 # -------------------------------------------------------------------------------------------- config
@@ -363,7 +361,7 @@ def test_missing_model_dir_is_a_clear_error(tiny_dir: Path, tmp_path: Path) -> N
 
 # ---------------------------------------------------------------------------------- lm-eval + stage
 def test_lm_eval_adapter_skips_cleanly(tiny_dir: Path) -> None:
-    from lmpipe.config import LmEvalConfig
+    from lmpipe.evaluation.config import LmEvalConfig
     from lmpipe.evaluation.harness import lm_eval_available, run_lm_eval
 
     assert "no tasks" in run_lm_eval(tiny_dir, LmEvalConfig())["skipped"]

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from lmpipe.config import DedupConfig, DemoConfig, ExecutorConfig, IngestConfig, SourceConfig
-from lmpipe.dedup import dedup
+from lmpipe.config import ExecutorConfig
+from lmpipe.dedup.config import DedupConfig
+from lmpipe.dedup.passes import dedup
+from lmpipe.demo.config import DemoConfig
 from lmpipe.executors import DaskExecutor, Executor, LocalExecutor, RayExecutor, make_executor
 from lmpipe.ingest import ingest
+from lmpipe.ingest_config import IngestConfig, SourceConfig
 from tests.conftest import free_port, wait_for_port
 
 
@@ -30,7 +33,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lmpipe.demo import generate
+    from lmpipe.demo.corpus import generate
 
     root = tmp_path_factory.mktemp("demo")
     cfg = DemoConfig(prose_docs=120, code_docs=40, math_docs=80, fiction_entities=6, noise_fraction=0.2)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lmpipe.config import FilterScoreConfig, FilterSelectConfig, RuleSet, load_params
+from lmpipe.config import load_params
 from lmpipe.filters import c4, encoding, fineweb, gopher, language, pii
+from lmpipe.filters.config import FilterScoreConfig, FilterSelectConfig, RuleSet
 from lmpipe.filters.decontam import EvalIndex
 from lmpipe.filters.perplexity import KneserNeyLM
 from lmpipe.filters.select import check
@@ -249,8 +250,8 @@ def test_decontamination_matches_items_not_answers() -> None:
 def test_decontamination_uses_the_configured_n_at_its_boundary(tmp_path: Path) -> None:
     """n = 7 (not the default 13), min_ngram = 4: a document sharing 6 consecutive words of an item is kept
     clean, 7 words is one shared 7-gram, 8 words two; items shorter than n match whole from min_ngram words."""
-    from lmpipe.config import DecontamScoreConfig, EvalFile, PerplexityScoreConfig
     from lmpipe.documents import Document, ShardWriter
+    from lmpipe.filters.config import DecontamScoreConfig, EvalFile, PerplexityScoreConfig
     from lmpipe.filters.score import build_models, score_unit
 
     item = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
@@ -315,13 +316,14 @@ def test_params_split_score_and_select() -> None:
 # ------------------------------------------------------------------------------- demo end to end
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):  # noqa: ANN201
-    from lmpipe.config import DemoConfig, IngestConfig, SourceConfig
-    from lmpipe.demo import generate
+    from lmpipe.demo.config import DemoConfig
+    from lmpipe.demo.corpus import generate
     from lmpipe.documents import iter_documents
     from lmpipe.executors import LocalExecutor
     from lmpipe.filters.score import score_dataset
     from lmpipe.filters.select import select_dataset
     from lmpipe.ingest import ingest
+    from lmpipe.ingest_config import IngestConfig, SourceConfig
 
     tmp = tmp_path_factory.mktemp("filters")
     generate(DemoConfig(prose_docs=80, code_docs=40, math_docs=40, fiction_entities=8, noise_fraction=0.3),

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lmpipe.config import GatesConfig
 from lmpipe.documents import Document, ShardInfo, ShardWriter, sha256_file, write_manifest
 from lmpipe.gates import GateError, check
+from lmpipe.gates_config import GatesConfig
 from tests.conftest import stage_cmd
 
 GATES = GatesConfig(domains=["prose", "code"], stages={

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from lmpipe.config import IngestConfig
 from lmpipe.documents import count_documents, iter_documents, read_manifest
 from lmpipe.executors import DaskExecutor, LocalExecutor
 from lmpipe.ingest import ingest
+from lmpipe.ingest_config import IngestConfig
 from tests.killresume import ingest_killed_and_straight
 
 

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmpipe.config import IngestConfig
 from lmpipe.documents import Document, iter_documents
 from lmpipe.executors import LocalExecutor
 from lmpipe.ingest import ingest
+from lmpipe.ingest_config import IngestConfig
 from lmpipe.sharded import run_stage
 
 

@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmpipe.config import IngestConfig, SourceConfig
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents
 from lmpipe.executors import LocalExecutor
 from lmpipe.formats import read_unit
 from lmpipe.ingest import ingest
+from lmpipe.ingest_config import IngestConfig, SourceConfig
 from lmpipe.sources import plan_units
 
 SEED = int(os.environ.get("LMPIPE_FUZZ_SEED", "20261203"))

@@ -178,10 +178,10 @@ def test_module_imports_without_torch(project_root):
 
 
 def test_sampler_on_a_real_tokenize_run(tmp_path):
-    from lmpipe.config import TokenizeConfig
     from lmpipe.documents import Document, ShardWriter, write_manifest
     from lmpipe.executors import LocalExecutor
     from lmpipe.tokenization import tokenize_corpus
+    from lmpipe.tokenization_config import TokenizeConfig
     from lmpipe.tokenizer import Encoder
 
     docs = [Document(f"{d}{i}", f"{d} document number {i}. " * 20, d, "t") for d in ("x", "y") for i in range(30)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmpipe.config import ModelConfig
 from lmpipe.model import build_model, ffn_width, flops_per_token, load_model, n_params, padded_vocab
+from lmpipe.training.config import ModelConfig
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lmpipe.config import TuneConfig
+from lmpipe.mixing.config import TuneConfig
 from lmpipe.mixing.pareto import balanced, front, plot_front, run_pareto
 from tests.test_tuning import tiny_corpus  # noqa: F401 - the shared module fixture
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lmpipe.config import DemoConfig
 from lmpipe.demo import instruct, world
+from lmpipe.demo.config import DemoConfig
 from lmpipe.posttrain.config import EvalSet, InstructDemoConfig, InstructSource, PosttrainDataConfig
 from lmpipe.posttrain.data import Chat, Pair, Prompt, read_source
 from lmpipe.posttrain.decontam import clean
@@ -192,7 +192,7 @@ def test_decontamination_counts_per_eval_set(tmp_path):
 
 
 def test_demo_instruct_disjoint_from_eval(tmp_path):
-    from lmpipe.demo import generate
+    from lmpipe.demo.corpus import generate
 
     cfg = DemoConfig(
         prose_docs=5,

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import yaml
 
-from lmpipe.config import LLMConfig, RuleSet
 from lmpipe.documents import (
     Document,
     ShardWriter,
@@ -27,6 +26,8 @@ from lmpipe.documents import (
     write_manifest,
 )
 from lmpipe.executors import LocalExecutor
+from lmpipe.filters.config import RuleSet
+from lmpipe.llm.config import LLMConfig
 from lmpipe.llm.testing import FaultServer, build_tiny_model
 from lmpipe.quality.config import LabelConfig, QualityRules, QualityScoreConfig, RaterConfig
 from lmpipe.quality.label import LabelJob, label_documents
@@ -168,6 +169,10 @@ def test_sample_is_per_domain_and_seeded(tmp_path: Path) -> None:
     units = plan_units(tmp_path / "many", cfg.model_copy(update={"docs_per_unit": 4}), seed=1)
     assert [sum(len(ids) for _, ids in unit) for _, unit in units] == [4, 2]  # full units across shards
     assert {i for _, unit in units for _, ids in unit for i in ids} == chosen
+    # three workers and a sample of 6: three units of 2, each a share for one worker
+    units = plan_units(tmp_path / "many", cfg.model_copy(update={"workers": 3}), seed=1)
+    assert [sum(len(ids) for _, ids in unit) for _, unit in units] == [2, 2, 2]
+    assert {i for _, unit in units for _, ids in unit for i in ids} == chosen
 
 
 # --------------------------------------------------------------------------- label stage: kill -9
@@ -306,7 +311,7 @@ def test_combined_score_weights() -> None:
 
 
 def test_score_stores_the_rater_scores_and_their_weighted_combination(tmp_path: Path) -> None:
-    from lmpipe.config import FilterScoreConfig
+    from lmpipe.filters.config import FilterScoreConfig
     from lmpipe.filters.score import score_dataset
 
     texts, y = planted(260, seed=3)
@@ -349,7 +354,7 @@ def test_top_percent_cutoff_keeps_ties() -> None:
 
 
 def test_filter_selects_by_threshold_and_top_percent_per_domain(tmp_path: Path) -> None:
-    from lmpipe.config import C4ScoreConfig, FilterSelectConfig
+    from lmpipe.filters.config import C4ScoreConfig, FilterSelectConfig
     from lmpipe.filters.select import select_dataset
 
     web = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
@@ -408,7 +413,7 @@ def test_filter_selects_by_threshold_and_top_percent_per_domain(tmp_path: Path) 
 
 
 def test_score_without_a_rater_is_a_clear_error(tmp_path: Path) -> None:
-    from lmpipe.config import FilterScoreConfig
+    from lmpipe.filters.config import FilterScoreConfig
     from lmpipe.filters.score import build_models
 
     cfg = FilterScoreConfig(quality={"enabled": True}, perplexity={"reference_domain": None})

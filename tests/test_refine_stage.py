@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmpipe.config import LLMConfig
 from lmpipe.documents import (
     Document,
     ShardWriter,
@@ -22,6 +21,7 @@ from lmpipe.documents import (
     write_manifest,
 )
 from lmpipe.executors import LocalExecutor
+from lmpipe.llm.config import LLMConfig
 from lmpipe.llm.testing import FaultServer
 from lmpipe.refine.config import RefineConfig
 from lmpipe.refine.run import PROMPTS, RefineJob, pass_through, refine

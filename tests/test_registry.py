@@ -87,11 +87,11 @@ def test_stage_io_names_a_missing_path_clearly():
 
 
 def test_generic_entry_runs_a_stage_and_writes_metrics(tmp_path):
-    """`python -m stages demo lmpipe.demo ...` as DVC runs it: params validated, metrics written with seconds."""
+    """`python -m stages demo lmpipe.demo.corpus ...` as DVC runs it: params validated, metrics written with seconds."""
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"ingest": {"sources": [{"uri": "x", "domain": "x"}]},
                                   "demo": {"prose_docs": 3, "code_docs": 2, "math_docs": 2, "fiction_entities": 1}}))
-    cmd = [sys.executable, "-m", "stages", "demo", "lmpipe.demo", f"raw={tmp_path / 'raw'}", f"eval={tmp_path / 'eval'}",
+    cmd = [sys.executable, "-m", "stages", "demo", "lmpipe.demo.corpus", f"raw={tmp_path / 'raw'}", f"eval={tmp_path / 'eval'}",
            "--params", str(params), "--metrics", str(tmp_path / "m.json")]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     m = json.loads((tmp_path / "m.json").read_text())

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lmpipe.config import ReportConfig
 from lmpipe.report import ReportInputs, build_report
+from lmpipe.report_config import ReportConfig
 from tests.conftest import stage_cmd
 
 ROOT = Path(__file__).resolve().parent.parent

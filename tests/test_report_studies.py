@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from lmpipe.config import ReportConfig
 from lmpipe.report import build_report
+from lmpipe.report_config import ReportConfig
 from tests.test_report import inputs, run_dir  # noqa: F401
 
 

@@ -118,7 +118,8 @@ RUN = textwrap.dedent("""
     import json, sys, time
     import lightning as L, torch
     torch.set_num_threads(1)
-    from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+    from lmpipe.mixing.config import MixtureConfig
+    from lmpipe.training.config import ModelConfig, TrainConfig
     from lmpipe.mixing import reweight
     from lmpipe.mixture import TokenIndex
     from lmpipe.training.data import mixture_samplers
@@ -229,8 +230,9 @@ def test_kill_9_and_resume_is_bit_identical(
 
 def test_pretrain_path_reweights_logs_and_plots(tiny_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
     """``train_on_tokens`` (the pretrain and cpt stages) builds the callback from ``mixture.reweight``; RS2 trains."""
-    from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+    from lmpipe.mixing.config import MixtureConfig
     from lmpipe.pretrain import train_on_tokens
+    from lmpipe.training.config import ModelConfig, TrainConfig
     from lmpipe.training.data import mixture_samplers
 
     model = ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)

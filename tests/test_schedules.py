@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from lmpipe.config import ScheduleConfig
 from lmpipe.schedules import lr_factor, lr_lambda
+from lmpipe.training.config import ScheduleConfig
 
 
 def f(step: int, total: int = 100, **kw) -> float:

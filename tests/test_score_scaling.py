@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lmpipe.config import FilterScoreConfig
 from lmpipe.filters import gopher
+from lmpipe.filters.config import FilterScoreConfig
 from lmpipe.filters.decontam import EvalIndex
 from lmpipe.filters.perplexity import KneserNeyLM
 from lmpipe.filters.score import Scorer

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from lmpipe.config import PerplexityRules, RuleSet
+from lmpipe.filters.config import PerplexityRules, RuleSet
 from lmpipe.filters.select import check
 
 # Scores of a document every default rule keeps (and max_perplexity=1000 keeps too).

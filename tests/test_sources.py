@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmpipe.config import IngestConfig
 from lmpipe.documents import iter_documents, read_manifest
 from lmpipe.executors import LocalExecutor
 from lmpipe.ingest import ingest
+from lmpipe.ingest_config import IngestConfig
 from lmpipe.sources import SourceError
 
 

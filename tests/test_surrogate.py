@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from lmpipe.config import TuneConfig
+from lmpipe.mixing.config import TuneConfig
 from lmpipe.surrogate import POINT, VALIDATE, dirichlet_points, run_surrogate
 from lmpipe.tuning import run_study
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lmpipe.config import EntiGraphConfig, SynthQualityConfig, ThoughtsConfig
 from lmpipe.synth import thoughts
+from lmpipe.synth.config import EntiGraphConfig, SynthQualityConfig, ThoughtsConfig
 from lmpipe.synth.entigraph import heuristic_entities, loads_lenient, parse_entities, plan_relations
 from lmpipe.synth.prompts import fill, load_template
 from lmpipe.synth.quality import check, dup_ngram_frac, text_key, trim_to_sentence

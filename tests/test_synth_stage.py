@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmpipe.config import AugmentConfig, LLMConfig
 from lmpipe.documents import (
     Document,
     ShardWriter,
@@ -25,8 +24,10 @@ from lmpipe.documents import (
     write_manifest,
 )
 from lmpipe.executors import LocalExecutor
+from lmpipe.llm.config import LLMConfig
 from lmpipe.llm.testing import FaultServer, build_tiny_model, server_stats, start_serve_llm
 from lmpipe.synth.augment import AugmentJob, augment, plan_units
+from lmpipe.synth.config import AugmentConfig
 from tests.conftest import stage_cmd
 
 ROOT = Path(__file__).resolve().parent.parent

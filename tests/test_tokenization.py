@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from lmpipe.config import TokenizeConfig
 from lmpipe.documents import Document, ShardWriter, iter_documents, read_manifest, write_manifest
 from lmpipe.executors import LocalExecutor
 from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenization_config import TokenizeConfig
 from lmpipe.tokenizer import token_dtype
 from tests.conftest import stage_cmd
 

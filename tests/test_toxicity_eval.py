@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmpipe.config import PromptFile, ToxicityConfig
+from lmpipe.evaluation.config import PromptFile, ToxicityConfig
 from lmpipe.evaluation.lm import LM
 from lmpipe.evaluation.toxicity import (
     WordListScorer,

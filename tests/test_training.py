@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+from lmpipe.mixing.config import MixtureConfig
+from lmpipe.training.config import ModelConfig, TrainConfig
 from lmpipe.training.data import GlobalBatches, mixture_samplers
 from lmpipe.training.resume import prepare_checkpoint_dir
 from lmpipe.training.trainer import train
@@ -281,7 +282,8 @@ def test_checkpoints_load_without_pickle_and_a_planted_one_is_refused(
 
 RUN = textwrap.dedent("""
     import json, sys
-    from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+    from lmpipe.mixing.config import MixtureConfig
+    from lmpipe.training.config import ModelConfig, TrainConfig
     from lmpipe.training.data import mixture_samplers
     from lmpipe.training.trainer import train
     a = json.loads(sys.argv[1])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
+from lmpipe.mixing.config import MixtureConfig
+from lmpipe.training.config import ModelConfig, TrainConfig
 from lmpipe.training.data import mixture_samplers
 from lmpipe.training.trainer import train
 from tests.test_training import SEQ, _unigram_cross_entropy, _write_tokens, shakespeare  # noqa: F401

@@ -9,10 +9,12 @@ import optuna
 import pytest
 import torch
 
-from lmpipe.config import MixtureConfig, ModelConfig, TokenizeConfig, TuneConfig
 from lmpipe.documents import Document, ShardWriter, write_manifest
 from lmpipe.executors import LocalExecutor
+from lmpipe.mixing.config import MixtureConfig, TuneConfig
 from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenization_config import TokenizeConfig
+from lmpipe.training.config import ModelConfig
 from lmpipe.tuning import MixtureObjective, current_params, run_study, write_outputs
 
 torch.set_num_threads(1)
@@ -54,7 +56,7 @@ def test_resume_counts_complete_trials_and_keeps_the_first(tmp_path: Path) -> No
 KILLED_WORKER = """
 import sys, time
 from pathlib import Path
-from lmpipe.config import TuneConfig
+from lmpipe.mixing.config import TuneConfig
 from lmpipe.tuning import run_study
 
 tmp = Path(sys.argv[1])

@@ -17,7 +17,8 @@ import optuna
 import pytest
 import torch
 
-from lmpipe.config import ModelConfig, TuneConfig
+from lmpipe.mixing.config import TuneConfig
+from lmpipe.training.config import ModelConfig
 from lmpipe.tuning import MixtureObjective, run_study
 from tests.test_tuning import tiny_corpus  # noqa: F401 - the shared module fixture
 
@@ -82,7 +83,7 @@ def postgres() -> Iterator[str]:
 
 WORKER = """
 import os, sys, time
-from lmpipe.config import TuneConfig
+from lmpipe.mixing.config import TuneConfig
 from lmpipe.tuning import run_study
 
 def objective(weights, lr):

@@ -12,10 +12,10 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from lmpipe.config import IngestConfig
 from lmpipe.documents import iter_batches, iter_documents
 from lmpipe.executors import LocalExecutor
 from lmpipe.ingest import ingest
+from lmpipe.ingest_config import IngestConfig
 from tests.killresume import ingest_killed_and_straight
 
 ARTICLE = [

@@ -55,13 +55,15 @@ def config_show(
 @app.command("run")
 def run(
     targets: list[str] = typer.Argument(None, help="stages to run with everything upstream (default: all)"),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="stages run at once (default: one per core)"),
 ) -> None:
     """Run the pipeline as a Prefect flow (each task is one `dvc repro --single-item <stage>`).
 
     The flow lives in ``flows/`` (the orchestrator is not part of the library), so this starts it as a process."""
     import subprocess
 
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "flows.pipeline", *(targets or [])]))
+    extra = ["--jobs", str(jobs)] if jobs else []
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "flows.pipeline", *extra, *(targets or [])]))
 
 
 @study_app.command("validate")

@@ -18,11 +18,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmpipe.config import CptConfig, ModelConfig, TokenizeConfig
 from lmpipe.documents import sha256_file
 from lmpipe.executors import Executor
 from lmpipe.mixture import TokenIndex, normalize_weights
 from lmpipe.tokenization import tokenize_corpus
+from lmpipe.tokenization_config import TokenizeConfig
+from lmpipe.training.config import CptConfig, ModelConfig
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
@@ -106,8 +107,12 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     with ``cpt.replay_from_cmr`` the old domains' share is the cmr stage's suggested ratio."""
     seed = p.cpt.train.seed if p.cpt.train.seed is not None else p.run.seed
     cfg = p.cpt
-    if cfg.replay_from_cmr:  # the cmr stage's critical ratio (io.replay is always a dep; read only when set)
+    if cfg.replay_from_cmr:  # the cmr stage's critical ratio
         from lmpipe.mixing.cmrgrid import cpt_mixture
+
+        if "replay" not in io:  # DVC would not rerun cpt when the advice changes: refuse rather than go stale
+            raise ValueError("cpt.replay_from_cmr is true but dvc.yaml does not make the cmr advice a dependency "
+                             "of cpt: run `python -m stages.registry --write` after flipping the flag")
 
         new_domains = TokenIndex.load(io.new_tokens).domains("train")
         cfg = cfg.model_copy(update={"mixture": cpt_mixture(cfg.mixture, new_domains, io.replay)})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-from lmpipe.config import MIN_ENCODING_CONFIDENCE
+from lmpipe.ingest_config import MIN_ENCODING_CONFIDENCE
 
 # BOMs longest first: the UTF-32-LE mark starts with the UTF-16-LE one
 _BOMS = (

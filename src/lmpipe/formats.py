@@ -33,9 +33,9 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from lmpipe.config import IngestConfig, SourceConfig
 from lmpipe.decoding import UndecodableError, decode_text
 from lmpipe.documents import Document, Rejected
+from lmpipe.ingest_config import IngestConfig, SourceConfig
 from lmpipe.records import RAW_CAP, check_text
 from lmpipe.sources import Unit, UnitGroup, doc_id, printable
 from lmpipe.streams import StreamFault, chunks, collect, lines, open_raw, read_all

@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from lmpipe.config import GatesConfig, StageGateConfig
 from lmpipe.documents import DOC_SCHEMA, read_manifest, shard_paths
+from lmpipe.gates_config import GatesConfig, StageGateConfig
 
 
 class GateError(RuntimeError):

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmpipe.config import IngestConfig
 from lmpipe.documents import Document, Rejected
 from lmpipe.executors import Executor
 from lmpipe.formats import read_unit
 from lmpipe.holdout.sample import divert
+from lmpipe.ingest_config import IngestConfig
 from lmpipe.sharded import Held, run_stage
 from lmpipe.sources import UnitGroup, plan_units
 from lmpipe.web.reader import WEB_FORMATS

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from lmpipe.config import MixtureConfig
+    from lmpipe.mixing.config import MixtureConfig
 
 INDEX = "index.json"
 TUNED = "best_mixture.yaml"  # the tune stage's winner, a params fragment ``{mixture: {weights: ...}}``

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmpipe.config import ModelConfig
+from lmpipe.training.config import ModelConfig
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmpipe.conditioning.config import MetaConfig
-from lmpipe.config import MixtureConfig, ModelConfig, TrainConfig
 from lmpipe.documents import sha256_file
+from lmpipe.mixing.config import MixtureConfig
 from lmpipe.mixture import INDEX, TokenIndex, tuned_mixture
+from lmpipe.training.config import ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
     from lmpipe.config import Params

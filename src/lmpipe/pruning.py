@@ -14,7 +14,7 @@ import lightning as L
 import optuna
 import torch
 
-from lmpipe.config import PruningConfig
+from lmpipe.mixing.config import PruningConfig
 
 
 def target_batches(tokens_dir: str | Path, targets: list[str], seq_len: int, batch_size: int, n: int,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lmpipe.config import IngestConfig, SourceConfig
 from lmpipe.documents import Document, Rejected
+from lmpipe.ingest_config import IngestConfig, SourceConfig
 from lmpipe.sources import doc_id
 
 RAW_CAP = 16 << 20  # quarantined raw bytes kept per record; beyond this the detail says it was cut

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmpipe.config import ReportConfig
+from lmpipe.report_config import ReportConfig
 
 if TYPE_CHECKING:
     from lmpipe.config import Params

@@ -1,7 +1,7 @@
 """Learning-rate schedules as closed-form multipliers of the peak LR, one function per shape.
 
 Every function maps an optimizer step (0-based: the LR of the first update is ``f(0)``) to a factor in [0, 1];
-``lr_lambda`` turns a :class:`~lmpipe.config.ScheduleConfig` into the callable ``torch.optim.lr_scheduler.LambdaLR``
+``lr_lambda`` turns a :class:`~lmpipe.training.config.ScheduleConfig` into the callable ``torch.optim.lr_scheduler.LambdaLR``
 wants. Being pure functions of the step, they need no state of their own to resume exactly.
 
 Shapes
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from lmpipe.config import ScheduleConfig
+from lmpipe.training.config import ScheduleConfig
 
 
 def warmup(step: int, warmup_steps: int, start_ratio: float = 0.0) -> float:

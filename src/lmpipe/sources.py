@@ -17,7 +17,7 @@ from typing import Any
 
 import xxhash
 
-from lmpipe.config import SourceConfig
+from lmpipe.ingest_config import SourceConfig
 
 TEXT_EXT = (".txt", ".md", ".text", ".rst", ".py")
 HF_ROWS_PER_UNIT = 50_000

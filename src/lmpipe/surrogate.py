@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from lmpipe.config import TuneConfig
+from lmpipe.mixing.config import TuneConfig
 from lmpipe.tuning import (
     WEIGHT_PREFIX,
     ObjectiveFn,

@@ -31,7 +31,6 @@ import numpy as np
 
 from lmpipe.conditioning.encode import Conditioner
 from lmpipe.conditioning.meco import meco_split
-from lmpipe.config import TokenizeConfig
 from lmpipe.docsplit import SPLITS, SplitPlan, split_plan
 from lmpipe.documents import (
     ShardInfo,
@@ -42,6 +41,7 @@ from lmpipe.documents import (
 )
 from lmpipe.executors import Executor
 from lmpipe.sharded import dataset_units, files_intact, read_marker, write_marker
+from lmpipe.tokenization_config import TokenizeConfig
 from lmpipe.tokenizer import Encoder, prepare_tokenizer
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from lmpipe.config import TokenizeConfig
 from lmpipe.docsplit import SplitPlan, id_hash
 from lmpipe.documents import iter_batches, read_manifest, sha256_file
+from lmpipe.tokenization_config import TokenizeConfig
 
 _SAMPLE_SALT = b"lmpipe/toksample"
 

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from lmpipe.config import MixtureConfig, ModelConfig, ScheduleConfig, TrainConfig, TuneConfig
+from lmpipe.mixing.config import MixtureConfig, TuneConfig
+from lmpipe.training.config import ModelConfig, ScheduleConfig, TrainConfig
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
@@ -156,7 +157,8 @@ class MixtureObjective:
 
     def __call__(self, weights: dict[str, float], lr: float) -> dict[str, Any]:
         from lmpipe.documents import iter_documents
-        from lmpipe.evaluation import LM, heldout_metrics
+        from lmpipe.evaluation.heldout import heldout_metrics
+        from lmpipe.evaluation.lm import LM
         from lmpipe.training.data import mixture_samplers
         from lmpipe.training.trainer import train
 

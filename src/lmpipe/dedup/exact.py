@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import xxhash
 
-from lmpipe.config import NormalizeConfig
+from lmpipe.dedup.config import NormalizeConfig
 
 _PUNCT = re.compile(r"[^\w\s]+")
 _DIGITS = re.compile(r"\d+")

@@ -26,20 +26,24 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from lmpipe.config import DedupConfig
+from lmpipe.dedup.config import DedupConfig
 from lmpipe.dedup.exact import exact_keys, normalize
 from lmpipe.dedup.minhash import MinHasher, band_keys, estimate_jaccard, shingle_hashes
 from lmpipe.dedup.unionfind import UnionFind
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents, read_manifest
 from lmpipe.executors import Executor
 from lmpipe.sharded import fingerprint, run_stage
+
+if TYPE_CHECKING:
+    from lmpipe.config import Params
+    from lmpipe.contract import StageIO
 
 EXACT, NEAR = "exact_dup", "near_dup"
 DONE = "done.json"
@@ -357,3 +361,11 @@ def plot_cluster_sizes(cluster_sizes: dict[str, int], path: str | Path, title: s
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
+    """Stage ``dedup``: ``io.docs`` into ``io.out`` (one document per cluster) and ``io.rejected`` (the others)."""
+    stats = dedup(p.dedup, io.docs, io.out, io.rejected, ex)
+    stats["planted_noise"] = label_outcomes(io.out, io.rejected)  # the demo's labelled noise: what became of it
+    stats["plot"] = str(plot_cluster_sizes(stats["cluster_sizes"], io.plots / "cluster_sizes.png"))
+    return stats

@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from lmpipe.config import LmEvalConfig
+from lmpipe.evaluation.config import LmEvalConfig
 
 
 def lm_eval_available() -> bool:

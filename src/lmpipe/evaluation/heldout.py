@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lmpipe.config import HeldoutConfig
 from lmpipe.documents import MANIFEST, Document, iter_documents, read_manifest
+from lmpipe.evaluation.config import HeldoutConfig
 from lmpipe.evaluation.lm import LM, Span, span_logprobs, windows
 
 ALL = "all"

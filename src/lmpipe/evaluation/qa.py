@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lmpipe.config import QAConfig
+from lmpipe.evaluation.config import QAConfig
 from lmpipe.evaluation.lm import LM, Span, generate, span_logprobs
 
 

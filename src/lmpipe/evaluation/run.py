@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmpipe.conditioning.config import ConditionConfig
-from lmpipe.config import EvaluateConfig
 from lmpipe.documents import MANIFEST, iter_documents
+from lmpipe.evaluation.config import EvaluateConfig
 from lmpipe.evaluation.forgetting import forgetting
 from lmpipe.evaluation.harness import run_lm_eval
 from lmpipe.evaluation.heldout import heldout_metrics, subset_metrics
@@ -135,6 +135,44 @@ def evaluate_model(
     return res, samples
 
 
+@dataclass(frozen=True)
+class ModelJob:
+    """One model's evaluation: everything a worker needs, picklable (the scorer is resolved in the worker)."""
+
+    name: str
+    cfg: EvaluateConfig
+    heldout_dir: str | Path | None
+    qa_path: str | Path | None
+    seed: int
+    condition: ConditionConfig | None
+    covered: set[str] | None
+    tox_prompts: tuple[list[str], str]
+    prefilter: dict[str, str | Path | None] | None = None  # the pre-filter held-out datasets to score
+    checkpoint: str | Path | None = None  # its training run's checkpoint dir: models kept at chosen steps
+
+
+def evaluate_job(job: ModelJob) -> tuple[dict[str, Any], list[dict]]:
+    """Executor entry: load one model and evaluate it (``evaluate_model``)."""
+    import torch
+
+    from lmpipe.evaluation.qa import load_qa
+
+    cfg, m = job.cfg, job.cfg.models[job.name]
+    torch.set_num_threads(cfg.threads)
+    tox = cfg.toxicity
+    scorer = resolve_scorer(tox.scorer, tox.wordlist, tox.hf_model_dir, tox.hf_label)[0] if job.tox_prompts[0] else None
+    qa = load_qa(job.qa_path, cfg.qa.format) if job.qa_path is not None else None
+    lm = LM.load(m.path, name=job.name, seq_len=cfg.heldout.seq_len)
+    res, rows = evaluate_model(lm, cfg, job.heldout_dir, qa, scorer, job.seed, m.path, job.condition, job.covered,
+                               job.tox_prompts, job.prefilter)
+    del lm
+    if job.heldout_dir is not None and job.checkpoint is not None:
+        t0 = time.perf_counter()
+        if curve := step_curve(job.name, job.checkpoint, job.heldout_dir, cfg.heldout, cfg.batch_tokens):
+            res["steps"], res["steps_seconds"] = curve, round(time.perf_counter() - t0, 2)
+    return res, rows
+
+
 def _control_id(lm: LM, condition: ConditionConfig | None) -> int | None:
     """The id of the best control token when PHF is on and the model's tokenizer reserves it."""
     if condition is None or not condition.control.enabled:
@@ -166,23 +204,23 @@ def evaluate_models(
     log: Callable[[str], None] = print,
     condition: ConditionConfig | None = None,
     synthetic_dir: str | Path | None = None,
+    ex: Executor | None = None,
     prefilter: dict[str, str | Path | None] | None = None,
     checkpoints: dict[str, str | Path] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model.
     ``synthetic_dir``: the synthetic (augment) documents; QA accuracy is then also split by entity coverage.
-    ``prefilter``: the held-out sample drawn before filtering (``{"raw": dir, "clean": dir}``).
-    ``checkpoints``: model name -> its training run's checkpoint dir; the models kept there at chosen steps
-    are scored on ``heldout_dir`` too (``steps``)."""
-    import torch
-
+    ``ex``: models are evaluated one per worker (None: one after another in this process); the results do not
+    depend on it (generation is seeded per prompt).
+    ``prefilter``: the held-out sample drawn before filtering (``{"raw": dir, "clean": dir}``), scored for the
+    models of ``evaluate.prefilter``. ``checkpoints``: model name -> its training run's checkpoint dir; the
+    models kept there at chosen steps are scored on ``heldout_dir`` too (``steps``)."""
     from lmpipe.evaluation.qa import load_qa
 
     if not cfg.models:
         raise ValueError("evaluate.models is empty: name at least one model directory in params.yaml")
     check_models(cfg)
     prefilter_models = prefilter_targets(cfg)
-    torch.set_num_threads(cfg.threads)
     qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
     covered = None
     if qa is not None and synthetic_dir is not None and cfg.qa.coverage:
@@ -196,18 +234,16 @@ def evaluate_models(
         log(f"toxicity scorer: {scorer.name} ({why})")
     results: dict[str, Any] = {}
     samples: list[dict] = []
-    for name in evaluation_order(cfg):
-        m = cfg.models[name]
-        lm = LM.load(m.path, name=name, seq_len=cfg.heldout.seq_len)
-        results[name], rows = evaluate_model(lm, cfg, heldout_dir, qa, scorer, seed, m.path, condition, covered,
-                                             tox_prompts, prefilter if name in prefilter_models else None)
+    order = evaluation_order(cfg)
+    jobs = [ModelJob(name, cfg, heldout_dir, qa_path, seed, condition, covered, tox_prompts,
+                     prefilter if name in prefilter_models else None, (checkpoints or {}).get(name))
+            for name in order]
+    # models are independent (forgetting compares finished results): one per executor worker
+    evaluated = ex.map(evaluate_job, jobs, desc="models") if ex is not None else [evaluate_job(j) for j in jobs]
+    for name, (res, rows) in zip(order, evaluated, strict=True):
+        results[name] = res
         samples += rows
-        del lm
-        if heldout_dir is not None and name in (checkpoints or {}):
-            t0 = time.perf_counter()
-            if curve := step_curve(name, checkpoints[name], heldout_dir, cfg.heldout, cfg.batch_tokens):
-                results[name]["steps"] = curve
-                results[name]["steps_seconds"] = round(time.perf_counter() - t0, 2)
+        m = cfg.models[name]
         if m.parent:
             results[name]["forgetting"] = {"parent": m.parent,
                                            **forgetting(results[name], results[m.parent], cfg.old_domains)}
@@ -267,7 +303,7 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     # io ckpt_<model>: the checkpoint dir of the training stage that made evaluate.models.<model>
     checkpoints = {k.removeprefix("ckpt_"): v for k, v in io.items() if k.startswith("ckpt_")}
     results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition,
-                                    synthetic_dir=synthetic, prefilter=prefilter, checkpoints=checkpoints)
+                                    synthetic_dir=synthetic, ex=ex, prefilter=prefilter, checkpoints=checkpoints)
     if "steps" in io:
         write_tsv({n: r["steps"] for n, r in results["models"].items() if "steps" in r}, io.steps)
     io.samples.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lmpipe.config import HeldoutConfig
 from lmpipe.documents import iter_documents
+from lmpipe.evaluation.config import HeldoutConfig
 from lmpipe.evaluation.heldout import heldout_metrics
 from lmpipe.evaluation.lm import LM
 from lmpipe.training.resume import KEPT_DIR

@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Literal, Protocol, runtime_checkable
 
-from lmpipe.config import PromptFile, ToxicityConfig
+from lmpipe.evaluation.config import PromptFile, ToxicityConfig
 from lmpipe.evaluation.lm import LM, generate
 from lmpipe.filters.toxicity import WordList
 

@@ -8,7 +8,7 @@ from lmpipe.filters.gopher import duplicate_stats
 from lmpipe.filters.rules import Rule, Scores
 
 if TYPE_CHECKING:
-    from lmpipe.config import FineWebRules
+    from lmpipe.filters.config import FineWebRules
 
 
 def _punct_applies(s: Scores, rules: FineWebRules) -> bool:

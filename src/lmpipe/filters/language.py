@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from lmpipe.filters.rules import Rule, Scores
 
 if TYPE_CHECKING:
-    from lmpipe.config import LanguageRules
+    from lmpipe.filters.config import LanguageRules
 
 
 def _accepted(s: Scores, rules: LanguageRules) -> bool:

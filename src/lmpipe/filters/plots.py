@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lmpipe.config import FilterSelectConfig, RuleSet
+from lmpipe.filters.config import FilterSelectConfig, RuleSet
 from lmpipe.filters.quality import PREFIX as QUALITY_PREFIX
 from lmpipe.filters.rules import Rule
 from lmpipe.filters.select import RULES

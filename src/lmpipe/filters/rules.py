@@ -51,7 +51,7 @@ class Rule(NamedTuple):
     applies only where the measurement means something (no mean word length for a page without words).
     """
 
-    family: str  # attribute of :class:`lmpipe.config.RuleSet`; ``None`` there switches the family off
+    family: str  # attribute of :class:`lmpipe.filters.config.RuleSet`; ``None`` there switches the family off
     rule: str  # the name in rejection details and ``meta["filter_failed"]``
     score: str  # key in ``meta["scores"]``
     op: Literal["min", "max"]

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from lmpipe.config import FilterScoreConfig
 from lmpipe.documents import Document, Rejected, iter_documents, sha256_file
 from lmpipe.filters import c4, encoding, fineweb, gopher, language, pii, quality
+from lmpipe.filters.config import FilterScoreConfig
 from lmpipe.filters.decontam import EvalIndex
 from lmpipe.filters.perplexity import KneserNeyLM
 from lmpipe.filters.text import TERMINAL_PUNCTUATION, normalize_words, split_words

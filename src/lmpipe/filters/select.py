@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from lmpipe.config import C4ScoreConfig, FilterSelectConfig, RuleSet
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents
 from lmpipe.filters import c4, encoding, fineweb, gopher, language, perplexity, pii, quality, toxicity
+from lmpipe.filters.config import C4ScoreConfig, FilterSelectConfig, RuleSet
 from lmpipe.filters.rules import Failure, Rule, bound_failure
 from lmpipe.sharded import dataset_units, run_stage
 

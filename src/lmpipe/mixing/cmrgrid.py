@@ -26,9 +26,10 @@ import numpy as np
 from lmpipe.cmr import Law, fit
 
 if TYPE_CHECKING:
-    from lmpipe.config import MixtureConfig, Params
+    from lmpipe.config import Params
     from lmpipe.contract import StageIO
     from lmpipe.executors import Executor
+    from lmpipe.mixing.config import MixtureConfig
 
 REPLAY = "replay.yaml"
 POINTS = "points.jsonl"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from lmpipe.config import TuneConfig
+from lmpipe.mixing.config import TuneConfig
 from lmpipe.tuning import CURRENT_TRIAL, make_storage, suggest, weights_of
 
 if TYPE_CHECKING:

@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmpipe.config import LLMConfig, Section
 from lmpipe.documents import Document, Rejected, iter_batches, iter_documents, read_manifest
-from lmpipe.llm import USAGE_KEYS, GenFailure, GenRequest
+from lmpipe.llm.config import LLMConfig
+from lmpipe.llm.types import USAGE_KEYS, GenFailure, GenRequest
 from lmpipe.quality.config import LabelConfig
 from lmpipe.quality.rubric import RubricError, load_prompt, parse_rating, response_format
+from lmpipe.sections import Section
 from lmpipe.sharded import run_stage
 from lmpipe.synth.augment import backend_for, close_backends, usage_since, usage_snapshot
 from lmpipe.synth.entigraph import derive_seed
@@ -67,9 +68,11 @@ Unit = tuple[tuple[str, tuple[str, ...]], ...]  # ((shard path, sampled ids in i
 
 def plan_units(docs_dir: str | Path, cfg: LabelConfig, seed: int) -> list[tuple[str, Unit]]:
     """Units of ``docs_per_unit`` sampled documents in dataset order, spanning input shards: a sample spread
-    thin over many shards still goes out in full batches. The key names each shard's content and ids."""
+    thin over many shards still goes out in full batches. A sample smaller than ``workers`` full units is cut
+    into ``workers`` equal units, so every worker gets a share. The key names each shard's content and ids."""
     docs_dir = Path(docs_dir)
     chosen = sample_ids(docs_dir, cfg, seed)
+    per_unit = max(1, min(cfg.docs_per_unit, -(-len(chosen) // cfg.workers)))
     units: list[tuple[str, Unit]] = []
     parts: list[tuple[str, tuple[str, ...]]] = []
     keys: list[str] = []
@@ -85,11 +88,11 @@ def plan_units(docs_dir: str | Path, cfg: LabelConfig, seed: int) -> list[tuple[
         path = docs_dir / shard["path"]
         ids = [i for b in iter_batches(path, ["id"]) for i in b.column("id").to_pylist() if i in chosen]
         while ids:
-            take, ids = ids[: cfg.docs_per_unit - size], ids[cfg.docs_per_unit - size :]
+            take, ids = ids[: per_unit - size], ids[per_unit - size :]
             parts.append((str(path), tuple(take)))
             keys.append(f"{shard['sha256']}:" + ",".join(take))
             size += len(take)
-            if size >= cfg.docs_per_unit:
+            if size >= per_unit:
                 close()
     close()
     return units

@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmpipe.config import LLMConfig, Section
 from lmpipe.documents import Document, Rejected, ShardInfo, iter_documents, read_manifest, write_manifest
-from lmpipe.llm import GenFailure, GenRequest
+from lmpipe.llm.config import LLMConfig
+from lmpipe.llm.types import GenFailure, GenRequest
 from lmpipe.refine.config import RefineConfig
 from lmpipe.refine.program import ProgramError, run_program
+from lmpipe.sections import Section
 
 if TYPE_CHECKING:
     from lmpipe.config import Params

@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
-from lmpipe.config import AugmentConfig, LLMConfig, Section, SelectConfig
 from lmpipe.docsplit import SplitPlan, split_plan
 from lmpipe.documents import Document, Rejected, iter_documents, read_manifest
 from lmpipe.executors import Executor
-from lmpipe.llm import USAGE_KEYS, Usage, make_backend
-from lmpipe.llm.types import Backend
+from lmpipe.llm.backends import make_backend
+from lmpipe.llm.config import LLMConfig
+from lmpipe.llm.types import USAGE_KEYS, Backend, Usage
+from lmpipe.sections import Section
 from lmpipe.sharded import run_stage
+from lmpipe.synth.config import AugmentConfig, SelectConfig
 from lmpipe.synth.shard import ShardAugmenter, Work
 
 if TYPE_CHECKING:

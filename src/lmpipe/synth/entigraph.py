@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmpipe.config import EntiGraphConfig
 from lmpipe.llm.types import json_format
+from lmpipe.synth.config import EntiGraphConfig
 
 
 # ---------------------------------------------------------------------------------- JSON request

@@ -12,8 +12,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from lmpipe.config import NormalizeConfig, SynthQualityConfig
+from lmpipe.dedup.config import NormalizeConfig
 from lmpipe.dedup.exact import normalize
+from lmpipe.synth.config import SynthQualityConfig
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")

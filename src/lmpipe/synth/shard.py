@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lmpipe.config import AugmentConfig
 from lmpipe.documents import Document, Rejected
-from lmpipe.llm import GenFailure, GenRequest, GenResult, Outcome
-from lmpipe.llm.types import Backend
+from lmpipe.llm.types import Backend, GenFailure, GenRequest, GenResult, Outcome
 from lmpipe.synth import thoughts
+from lmpipe.synth.config import AugmentConfig
 from lmpipe.synth.entigraph import (
     Extraction,
     derive_seed,

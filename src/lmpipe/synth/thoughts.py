@@ -8,7 +8,7 @@ learns to reason its way to the text. The layout is a params string with ``{docu
 
 from __future__ import annotations
 
-from lmpipe.config import ThoughtsConfig
+from lmpipe.synth.config import ThoughtsConfig
 from lmpipe.synth.prompts import fill
 
 DEFAULT_FORMAT = {

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from lmpipe.config import MixtureConfig
+from lmpipe.mixing.config import MixtureConfig
 
 if TYPE_CHECKING:
     from lmpipe.mixture import TokenIndex, WeightSchedule

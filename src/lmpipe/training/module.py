@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmpipe.config import TrainConfig
 from lmpipe.schedules import lr_lambda
+from lmpipe.training.config import TrainConfig
 
 
 def _rng_states() -> dict[str, Any]:

@@ -11,10 +11,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from lmpipe.config import ModelConfig, TrainConfig
 from lmpipe.model import build_model, flops_per_token, load_model, n_params
 from lmpipe.safeio import load_checkpoint
 from lmpipe.training.callbacks import StepHooks, Throughput
+from lmpipe.training.config import ModelConfig, TrainConfig
 from lmpipe.training.data import SamplerFactory, TokenDataModule
 from lmpipe.training.module import CausalLMModule
 from lmpipe.training.resume import (

@@ -41,7 +41,7 @@ from lmpipe.web.urls import UrlFilter
 from lmpipe.web.warc import RawRecord, iter_records
 
 if TYPE_CHECKING:
-    from lmpipe.config import IngestConfig
+    from lmpipe.ingest_config import IngestConfig
     from lmpipe.sources import Unit
     from lmpipe.web.config import UrlFilterConfig
 
