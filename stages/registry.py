@@ -79,7 +79,11 @@ REPLAY = {"replay": "data/cmr/replay.yaml"} if _param("cpt.replay_from_cmr", Fal
 RATER = {"rater": "models/quality"} if _param("filter.score.quality.enabled", False) else {}
 GATES = ("gates.enabled", "gates.sample_docs", "gates.domains")
 TRAIN_LIVE_X = "step"
-WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"  # default toxicity word list (demo noise, score, evaluate)
+WORDLIST = "src/lmpipe/filters/wordlists/ldnoobw-en.txt"
+# the pre-filter held-out sample (ingest.holdout) and the part of it the filter keeps; evaluate scores both
+HELDOUT_RAW, HELDOUT_CLEAN = "data/heldout_raw/docs", "data/heldout_clean/docs"
+# evaluate's held-out curve over the models kept at train.keep_steps: in metrics/ so git (and a study) holds it
+STEPS_TSV = "metrics/evaluate_steps.tsv"  # default toxicity word list (demo noise, score, evaluate)
 
 STAGES: tuple[Stage, ...] = (
     Stage("demo", "lmpipe.demo.corpus", "the seeded demo corpus (5 domains, planted noise) and its QA set",
@@ -87,7 +91,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("ingest", "lmpipe.ingest", "every source → one sharded document dataset; bad records quarantined",
           inputs={"raw": "data/raw"},
           outputs={"out": Out("data/ingest/docs", persist=True, why="finished units survive a crash"),
-                   "rejected": Out("data/ingest/rejected", persist=True)},
+                   "rejected": Out("data/ingest/rejected", persist=True),
+                   "heldout": Out(HELDOUT_RAW, persist=True, why="ingest.holdout: drawn before any filter")},
           params=("ingest", *GATES, "gates.stages.ingest"), gate=True,
           data=("src/lmpipe/web/data",)),  # the URL filter's shipped lists
     Stage("label", "lmpipe.quality.label", "an LLM rates a per-domain sample 0-5 on each quality rubric dimension",
@@ -100,14 +105,17 @@ STAGES: tuple[Stage, ...] = (
           inputs={"labels": "data/quality/labels"}, outputs={"out": "models/quality"},
           params=("quality.label.dimensions", "quality.label.seed", "quality.rater")),
     Stage("score", "lmpipe.filters.score", "tag once: every quality measurement stored beside each document",
-          inputs={"docs": "data/ingest/docs", **RATER}, deps=("data/eval", "data/raw/labels"),
+          inputs={"docs": "data/ingest/docs", "heldout": HELDOUT_RAW, **RATER}, deps=("data/eval", "data/raw/labels"),
           outputs={"out": Out("data/scored/docs", persist=True), "rejected": Out("data/scored/rejected", persist=True),
-                   "models": "models/filter"},
+                   "models": "models/filter", "heldout_scored": Out("data/heldout_raw/scored", persist=True),
+                   "heldout_scored_rejected": Out("data/heldout_raw/scored_rejected", persist=True)},
           params=("filter.score",), data=(WORDLIST,)),
     Stage("filter", "lmpipe.filters.select", "decide later: per-domain thresholds on the stored scores",
-          inputs={"scored": "data/scored/docs"},
+          inputs={"scored": "data/scored/docs", "heldout_scored": "data/heldout_raw/scored"},
           outputs={"out": Out("data/filtered/docs", persist=True), "rejected": Out("data/filtered/rejected", persist=True),
-                   "plots": Out("plots/filter", cache=False)},
+                   "plots": Out("plots/filter", cache=False),
+                   "heldout_clean": Out(HELDOUT_CLEAN, persist=True, why="the held-out docs the rules keep"),
+                   "heldout_rejected": Out("data/heldout_clean/rejected", persist=True)},
           params=("filter.select", "filter.score.c4", *GATES, "gates.stages.filter"), gate=True),
     Stage("dedup", "lmpipe.dedup.passes", "exact + MinHash near-duplicate removal, one survivor per cluster",
           inputs={"docs": "data/filtered/docs"},
@@ -194,12 +202,15 @@ STAGES: tuple[Stage, ...] = (
           deps=tuple(dict.fromkeys(RESIDUAL.values())), outputs={"out": "models/residual"},
           params=("posttrain.residual",)),
     Stage("evaluate", "lmpipe.evaluation.run", "per-domain loss, closed-book QA, forgetting, toxicity, samples",
-          inputs={"heldout": "data/heldout/docs", "qa": "data/eval/fiction_qa.jsonl", "synthetic": "data/augment/docs"},
+          inputs={"heldout": "data/heldout/docs", "qa": "data/eval/fiction_qa.jsonl", "synthetic": "data/augment/docs",
+                  "heldout_raw": HELDOUT_RAW, "heldout_clean": HELDOUT_CLEAN,
+                  # ckpt_<model>: the dir whose steps/ hold the models kept at train.keep_steps (a step curve each)
+                  "ckpt_pretrain": "models/checkpoints/pretrain", "ckpt_cpt": "models/checkpoints/cpt"},
           deps=("models/pretrain", "models/cpt", "models/sft", "models/dpo", "models/rlvr", "models/residual",
                 "models/filter", "data/raw/labels",  # labels: the demo's fallback toxicity prompts
                 "data/eval/posttrain_qa.jsonl", "data/eval/math_heldout.jsonl", "data/eval/pref_heldout.jsonl"),
           outputs={"samples": Out("reports/samples.jsonl", cache=False)},
-          paths={"plots": "plots/evaluate"},
+          paths={"plots": "plots/evaluate", "steps": STEPS_TSV},
           params=("run.seed", "evaluate", "condition"), data=(WORDLIST,),
           plots=(
               {"plots/evaluate/bits_per_byte.json": {"cache": False, "template": "bar_horizontal",
@@ -207,6 +218,7 @@ STAGES: tuple[Stage, ...] = (
                                                      "title": "Held-out bits per byte (model · domain)"}},
               {"plots/evaluate/qa_accuracy.json": {"cache": False, "template": "bar_horizontal", "x": "accuracy",
                                                    "y": "series", "title": "Closed-book QA accuracy (model · metric)"}},
+              {STEPS_TSV: {"cache": False, "x": "step", "title": "Held-out bits per byte at kept steps"}},
           )),
     Stage("report", "lmpipe.report", "one self-contained HTML report of the run",
           inputs={"evaluate": "metrics/evaluate.json", "samples": "reports/samples.jsonl"},

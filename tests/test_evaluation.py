@@ -398,3 +398,90 @@ def test_evaluate_stage_writes_metrics_samples_plots(tiny_dir: Path, tmp_path: P
     assert sum(r["kind"] == "sample" for r in rows) == 4 and sum(r["kind"] == "toxicity" for r in rows) == 4
     bpb = json.loads((out / "plots" / "bits_per_byte.json").read_text())
     assert {r["series"] for r in bpb} >= {"pretrain · prose", "cpt · code"}
+
+
+# ------------------------------------------------------------------ pre-filter held-out, kept steps
+def _bpb_by_hf(model_dir: Path, docs: list[Document]) -> dict[str, float]:
+    """bits/byte per domain (and all) from HF's own loss of a freshly loaded model."""
+    lm = LM.load(model_dir, name="direct")
+    tally: dict[str, list[float]] = {}
+    for d in docs:
+        nll, _ = hf_nll(lm, d.text)
+        for key in (d.domain, "all"):
+            t = tally.setdefault(key, [0.0, 0])
+            t[0] += nll
+            t[1] += len(d.text.encode("utf-8"))
+    return {k: nll / (math.log(2) * nbytes) for k, (nll, nbytes) in tally.items()}
+
+
+def test_evaluate_scores_prefilter_sets_and_kept_steps(tiny_dir: Path, tmp_path: Path) -> None:
+    import csv
+    import shutil
+
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # a training run's checkpoint dir: step 3 is the tiny model trained 3 steps on code, step 7 the final model
+    steps = tmp_path / "ckpt" / "steps"
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    torch.manual_seed(0)
+    _train(model, tok, CORPUS["code"][0], 3)
+    model.save_pretrained(steps / "step-000003")
+    tok.save_pretrained(steps / "step-000003")
+    shutil.copytree(tiny_dir, steps / "step-000007")
+    (steps / "step-000009.tmp").mkdir()  # an export in progress is not a kept model
+    docs = corpus_docs()
+    clean_docs = [docs[0], docs[3]]  # what a filter kept of the raw sample
+    paths = {"heldout": write_docs(tmp_path / "heldout", docs), "heldout_raw": write_docs(tmp_path / "raw", docs),
+             "heldout_clean": write_docs(tmp_path / "clean", clean_docs), "ckpt_pretrain": tmp_path / "ckpt",
+             "ckpt_cpt": tmp_path / "no-ckpt"}
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"id": it.id, "title": it.title, "question": it.question, "choices": it.choices,
+                                      "answer_index": it.answer_index}) + "\n" for it in ITEMS))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "ingest": {"sources": [{"uri": "x", "domain": "prose"}]},
+        "evaluate": {"models": {"pretrain": str(tiny_dir), "cpt": {"path": str(tiny_dir), "parent": "pretrain"}},
+                     "qa": {"generate": False}},
+    }))
+    out = tmp_path / "out"
+    run_stage("evaluate", by_name()["evaluate"].entry,
+              {**{k: str(v) for k, v in paths.items()}, "qa": str(qa), "samples": str(out / "samples.jsonl"),
+               "plots": str(out / "plots"), "steps": str(out / "steps.tsv")},
+              str(params), str(out / "evaluate.json"))
+    m = json.loads((out / "evaluate.json").read_text())["models"]
+    pre = m["pretrain"]["heldout_prefilter"]
+    for subset, want in (("raw", _bpb_by_hf(tiny_dir, docs)), ("clean", _bpb_by_hf(tiny_dir, clean_docs))):
+        assert {d: x["bits_per_byte"] for d, x in pre[subset].items()} == pytest.approx(want, rel=1e-4)
+    assert pre["clean"]["prose"]["docs"] == 1 and pre["clean"]["code"]["docs"] == 1
+    curve = m["pretrain"]["steps"]
+    assert set(curve) == {"3", "7"}
+    step3 = _bpb_by_hf(steps / "step-000003", docs)
+    assert {d: x["bits_per_byte"] for d, x in curve["3"].items()} == pytest.approx(step3, rel=1e-4)
+    assert curve["7"]["all"]["bits_per_byte"] == pytest.approx(m["pretrain"]["heldout"]["all"]["bits_per_byte"])
+    assert curve["3"]["code"]["bits_per_byte"] < curve["7"]["code"]["bits_per_byte"]  # it trained on code
+    assert "steps" not in m["cpt"]  # no kept models: nothing to score
+    assert "heldout_prefilter" not in m["cpt"]  # evaluate.prefilter.models default: the models without a parent
+    rows = list(csv.DictReader((out / "steps.tsv").open(), delimiter="\t"))
+    assert [r["step"] for r in rows] == ["3", "7"]
+    assert set(rows[0]) == {"step", "pretrain/all", "pretrain/code", "pretrain/prose"}
+    assert float(rows[0]["pretrain/code"]) == pytest.approx(step3["code"], rel=1e-4)
+
+
+def test_no_kept_steps_writes_a_header_only_curve(tmp_path: Path) -> None:
+    from lmpipe.evaluation.steps import kept_steps, write_tsv
+
+    assert kept_steps(tmp_path / "absent") == []
+    assert write_tsv({}, tmp_path / "steps.tsv") == []
+    assert (tmp_path / "steps.tsv").read_text() == "step\n"
+
+
+def test_prefilter_models_must_be_evaluated_models() -> None:
+    from lmpipe.evaluation.run import prefilter_targets
+
+    cfg = EvaluateConfig(models={"a": {"path": "x"}, "b": {"path": "y", "parent": "a"}, "c": {"path": "z"}})
+    assert prefilter_targets(cfg) == {"a", "c"}
+    assert prefilter_targets(EvaluateConfig(models=cfg.models, prefilter={"models": ["b"]})) == {"b"}
+    with pytest.raises(ValueError, match="names \\['nope'\\]"):
+        prefilter_targets(EvaluateConfig(models={"a": {"path": "x"}}, prefilter={"models": ["nope"]}))

@@ -57,8 +57,13 @@ def test_data_stages_conserve_documents(workspace):
     root, _, _ = workspace
     for stage in ("ingest", "score", "filter", "dedup"):
         m = metrics(root, stage)
-        assert m["in"] == m["kept"] + m["rejected"] > 0, stage
+        assert m["in"] == m["kept"] + m["rejected"] + m.get("held", 0) > 0, stage
     assert metrics(root, "score")["in"] == metrics(root, "ingest")["kept"]
+    # the pre-filter held-out sample (ingest.holdout): diverted at ingest, scored and judged beside the corpus
+    held = metrics(root, "ingest")["held"]
+    assert held > 0 and metrics(root, "score")["heldout"]["in"] == held
+    judged = metrics(root, "filter")["heldout"]
+    assert judged["in"] == held == judged["clean"] + judged["rejected"]
     refine = metrics(root, "refine")  # off by default: every deduplicated document passes through unchanged
     assert refine["in"] == refine["kept"] == refine["passed_through"] == metrics(root, "dedup")["kept"]
     assert metrics(root, "filter")["in"] == metrics(root, "score")["kept"]
@@ -106,6 +111,11 @@ def test_evaluation_and_report(workspace):
     for m in ev["models"].values():
         assert m["heldout"] and m["qa"]["questions"] == 12
     assert "forgetting" in ev["models"]["cpt"]
+    pretrain = ev["models"]["pretrain"]  # tiny: ingest.holdout.fraction 0.1, train.keep_steps [8]
+    assert 0 < pretrain["heldout_prefilter"]["raw"]["all"]["docs"] <= metrics(root, "ingest")["held"]
+    assert "heldout_prefilter" not in ev["models"]["cpt"]  # evaluate.prefilter.models: those without a parent
+    assert list(pretrain["steps"]) == ["8"] and pretrain["steps"]["8"]["all"]["bits_per_byte"] > 0
+    assert (root / "metrics/evaluate_steps.tsv").read_text().splitlines()[1].startswith("8\t")
     html = (root / "reports" / "index.html").read_text()
     assert "<html" in html and metrics(root, "report")["sections_missing"] == []
 

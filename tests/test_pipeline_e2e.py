@@ -50,7 +50,7 @@ def test_repro_is_incremental(project):
     assert "Stage 'demo' didn't change" in out and "Running stage 'ingest'" in out
     m = json.loads((project / "metrics" / "ingest.json").read_text())
     assert m["by_reason"].get("oversize", 0) > 0  # the demo's very long docs now exceed the bound
-    assert m["in"] == m["kept"] + m["rejected"]
+    assert m["in"] == m["kept"] + m["rejected"] + m["held"]  # held: the pre-filter held-out sample
 
 
 def test_prefect_flow_ephemeral(project, tmp_path):

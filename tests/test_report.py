@@ -42,7 +42,8 @@ def evaluate_json() -> dict:
                                  "prompts": 6, "samples_per_prompt": 4, "scorer": "wordlist-demo"},
                     "posttrain": {"qa_exact_match": 0.2, "pref_accuracy": 0.5, "format": "plain"}},
             "pretrain": {"heldout": held(0.0), "qa": {"mc_accuracy": 0.25, "mc_accuracy_unnormalised": 0.26,
-                                                      "exact_match": 0.0, "questions": 240}},
+                                                      "exact_match": 0.0, "questions": 240},
+                         "heldout_prefilter": {"raw": held(0.5), "clean": held(0.1)}},
         },
     }
 
@@ -100,6 +101,32 @@ def test_report_renders_plotted_images(run_dir: Path) -> None:
     assert "flows &lt;b&gt;north&lt;/b&gt;" in html  # generated text is escaped, not markup
 
 
+def test_kept_steps_are_drawn_as_curves_per_domain(run_dir: Path) -> None:
+    ev = evaluate_json()
+    ev["models"]["pretrain"]["steps"] = {  # deliberately out of order: the plot sorts steps numerically
+        str(s): {d: {"loss": 1.0, "bits_per_byte": b + 10 / s} for d, b in (("all", 1.4), ("code", 1.2))}
+        for s in (100, 20, 300)}
+    (run_dir / "metrics" / "evaluate.json").write_text(json.dumps(ev))
+    out = run_dir / "index.html"
+    stats = build_report(inputs(run_dir), ReportConfig(), out)
+    html = out.read_text()
+    assert "Held-out bits per byte over training (kept steps)" in html
+    steps = images(html)[2]  # funnel, training curve (no mixture given), then the kept-steps curves
+    assert colour_columns(steps, C0) > steps.size[0] // 4 and colour_columns(steps, C1) > steps.size[0] // 4
+    assert re.findall(r"<td>pretrain</td><td>(\d+)</td>", html) == ["20", "100", "300"]
+    assert stats["sections_missing"] == ["mixture"]
+
+
+def test_prefilter_section_shows_raw_and_clean(run_dir: Path) -> None:
+    out = run_dir / "index.html"
+    build_report(inputs(run_dir), ReportConfig(), out)
+    html = out.read_text()
+    assert "Held-out bits per byte, sample drawn before filtering" in html
+    rows = re.findall(r"<td>pretrain</td><td>(raw|clean)</td><td>prose</td>(?:<td>[^<]*</td>){3}<td>([\d.]+)</td>",
+                      html)
+    assert sorted(rows) == [("clean", "1.6"), ("raw", "2")]
+
+
 def test_qa_table_side_by_side_in_evaluation_order(run_dir: Path) -> None:
     out = run_dir / "index.html"
     build_report(inputs(run_dir), ReportConfig(), out)
@@ -114,9 +141,10 @@ def test_missing_inputs_are_stated_not_fatal(tmp_path: Path) -> None:
     out = tmp_path / "index.html"
     stats = build_report(inputs(tmp_path), ReportConfig(), out)
     html = out.read_text()
-    assert set(stats["sections_missing"]) == {"funnel", "mixture", "training", "heldout", "qa", "posttrain",
-                                              "forgetting", "toxicity", "samples"}
-    assert html.count("Not available yet") == 9 and stats["figures"] == 0
+    assert set(stats["sections_missing"]) == {"funnel", "mixture", "training", "heldout", "heldout-prefilter", "qa",
+                                              "posttrain", "forgetting", "toxicity", "samples"}
+    assert html.count("Not available yet") == 10 and stats["figures"] == 0
+    assert "kept steps" not in html  # no model kept steps: no section at all
 
 
 def test_report_is_self_contained(run_dir: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from lmpipe.documents import Document, Rejected, iter_documents
 from lmpipe.executors import LocalExecutor
-from lmpipe.sharded import ConservationError, run_stage
+from lmpipe.sharded import ConservationError, Held, run_stage
 
 
 def process(unit: str, lossy: str) -> Iterator[Document | Rejected]:
@@ -61,3 +61,34 @@ def test_conserving_units_complete_and_are_reused(tmp_path: Path) -> None:
     assert (stats.pop("units_reused"), again.pop("units_reused")) == (0, 3)
     assert again == stats
     assert [m.stat().st_mtime_ns for m in markers] == before  # every unit reused, none recomputed
+
+
+def holding(unit: str, lost: str) -> Iterator[Document | Rejected | Held]:
+    """Three records per unit: one kept, one rejected, one held out; unit ``lost`` drops the held one."""
+    docs = [Document(f"{unit}-{k}", f"text {k}", "prose", unit) for k in range(3)]
+    yield docs[0]
+    yield Rejected(docs[1], "short", "too short")
+    if unit != lost:
+        yield Held(docs[2])
+    return {"in": 3}
+
+
+def _run_held(tmp_path: Path, lost: str = "") -> dict:
+    return run_stage(holding, UNITS, lost, tmp_path / "docs", tmp_path / "rejected", LocalExecutor(1),
+                     state_dir=tmp_path / "state", held_dir=tmp_path / "held")
+
+
+def test_held_documents_are_a_third_conserved_output_that_resumes(tmp_path: Path) -> None:
+    stats = _run_held(tmp_path)
+    assert (stats["in"], stats["kept"], stats["rejected"], stats["held"]) == (9, 3, 3, 3)
+    assert stats["held_by_domain"] == {"prose": 3}
+    assert sorted(d.id for d in iter_documents(tmp_path / "held")) == ["a-2", "b-2", "c-2"]
+    assert sorted(d.id for d in iter_documents(tmp_path / "docs")) == ["a-0", "b-0", "c-0"]
+    assert _run_held(tmp_path)["units_reused"] == 3
+    next((tmp_path / "held").glob("part-00001-*.parquet")).unlink()  # a held shard lost after its marker
+    again = _run_held(tmp_path)
+    assert again["units_reused"] == 2 and sorted(d.id for d in iter_documents(tmp_path / "held"))[1] == "b-2"
+    with pytest.raises(ConservationError, match=r"unit 0 \(key-a\): in=3 != kept=1 \+ rejected=1 \+ held=0"):
+        _run_held(tmp_path / "lossy", lost="a")
+    with pytest.raises(TypeError, match="no held_dir"):  # a stage that diverts must say where to
+        run_stage(holding, UNITS, "", tmp_path / "d", tmp_path / "r", LocalExecutor(1), state_dir=tmp_path / "s")

@@ -5,7 +5,7 @@ Two suites per gate, both validated in memory with great-expectations 1.x (no fi
 * ``<stage>.dataset`` on a one-row frame of statistics streamed over the *whole* dataset (ids, domains,
   text lengths, shard schemas: column reads, never the corpus in memory) and the stage's own stats dict:
   document count, no null or duplicate ids, no null texts, every text length within bounds, only allowed
-  domains, every shard with the expected schema, ``in == kept + rejected``, and each rule's drop fraction
+  domains, every shard with the expected schema, ``in == kept + rejected (+ held out)``, and each rule's drop fraction
   (``by_reason[rule] / in``) within its configured bounds.
 * ``<stage>.sample`` on a bounded, evenly spaced sample of rows with all their columns: the exact column
   list (no unexpected schema change), non-null unique ids, text lengths, allowed domains, JSON ``meta``.
@@ -220,7 +220,9 @@ def check(stage: str, docs_dir: str | Path, stats: dict, cfg: GatesConfig, repor
         return {**summary, "success": True, "skipped": True, "evaluated": 0, "failed": 0, "report": None}
     prof, sample = profile(docs_dir, gate, domains, cfg.sample_docs, columns)
     drops = _drop_bounds(stats, gate)
-    gap = (stats["in"] - stats["kept"] - stats["rejected"]) if {"in", "kept", "rejected"} <= set(stats) else 0
+    # documents a stage diverts to a held-out sample (ingest) are neither kept nor rejected, and not lost
+    gap = (stats["in"] - stats["kept"] - stats["rejected"] - stats.get("held", 0)
+           if {"in", "kept", "rejected"} <= set(stats) else 0)
     dataset_row = {k: v for k, v in prof.items() if k not in ("domains", "min_chars_seen", "max_chars_seen", "rows_read")}
     dataset_row["conservation_gap"] = gap
     dataset_row.update({f"drop_fraction.{rule}": frac for rule, (frac, _, _) in drops.items()})

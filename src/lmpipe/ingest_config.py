@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from lmpipe.holdout.config import HoldoutConfig
 from lmpipe.sections import Section
 from lmpipe.web.config import WebConfig
 
@@ -54,6 +55,7 @@ class IngestConfig(Section):
         description="a detected (non-UTF-8, no BOM) encoding below this is 'undecodable'",
     )
     web: WebConfig = WebConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:

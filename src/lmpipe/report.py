@@ -1,4 +1,5 @@
-"""One self-contained HTML report per run: training curves, per-domain bits/byte, closed-book QA side by
+"""One self-contained HTML report per run: training curves, held-out bits/byte at kept steps, per-domain
+bits/byte (and on the sample held out before filtering, :mod:`lmpipe.report_eval`), closed-book QA side by
 side, forgetting, toxicity, mixture weights, the data funnel, sample generations, and links to the study pages
 (``reports/studies/*.html``, written by ``lmpipe study run``) with their claims' verdicts.
 
@@ -418,12 +419,17 @@ def _ordered(ev: dict | None) -> dict | None:
 
 
 def build_sections(inp: ReportInputs, cfg: ReportConfig, page_dir: Path | None = None) -> list[Section]:
+    from lmpipe.report_eval import prefilter_section, steps_section  # they build on this module's helpers
+
     ev = _ordered(_read_json(inp.evaluate_json))
+    steps = steps_section(ev)
     sections = [
         funnel_section(inp.metrics_dir, cfg.funnel_stages),
         mixture_section(inp.mixture),
         training_section(inp, cfg),
+        *([steps] if steps else []),
         heldout_section(ev),
+        prefilter_section(ev),
         qa_section(ev),
         posttrain_section(ev),
         forgetting_section(ev),

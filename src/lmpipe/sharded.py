@@ -9,7 +9,10 @@ output's DVC hash depends on its data alone. A rerun after a crash skips every u
 killed run resumes and produces byte-identical output; ``finalize`` then writes the manifests in unit
 order and deletes shards no unit owns (left over from older params).
 
-Counts are conserved: for every unit ``in == kept + rejected`` or the stage fails. A record that no Parquet
+A stage may also divert documents to a third dataset, ``held_dir`` (a held-out sample that must never reach
+training: ``process`` yields them wrapped in :class:`Held`); then ``in == kept + rejected + held``.
+
+Counts are conserved: for every unit ``in == kept + rejected (+ held)`` or the stage fails. A record that no Parquet
 row can hold (text that is not valid Unicode, meta that is not JSON) is quarantined as ``unwritable``, with
 the original escaped in ``raw``, rather than failing the unit.
 """
@@ -21,6 +24,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +42,18 @@ from lmpipe.documents import (
 )
 from lmpipe.executors import Executor
 
-Process = Callable[[Any, Any], Iterator[Document | Rejected]]
+Process = Callable[[Any, Any], Iterator["Document | Rejected | Held"]]
 
 
 class ConservationError(RuntimeError):
-    """A unit's input count differs from kept + rejected: a record would have been lost."""
+    """A unit's input count differs from kept + rejected (+ held): a record would have been lost."""
+
+
+@dataclass(slots=True)
+class Held:
+    """A document ``process`` diverts to the stage's ``held_dir`` instead of its kept output."""
+
+    doc: Document
 
 
 @dataclass
@@ -57,6 +68,7 @@ class UnitTask:
     state_dir: str
     docs_per_shard: int
     fingerprint: str
+    held_dir: str | None = None
 
 
 def dataset_units(directory: str | Path) -> list[tuple[str, str]]:
@@ -101,9 +113,14 @@ def _load_done(task: UnitTask) -> dict | None:
     if done is None:
         return None
     files = [(Path(base) / s["path"], s["file_bytes"])
-             for kind, base in (("kept", task.kept_dir), ("rejected", task.rejected_dir))
-             for s in done[f"{kind}_shards"]]
+             for kind, base in _outputs(task)
+             for s in done.get(f"{kind}_shards", [])]
     return done if files_intact(files) else None
+
+
+def _outputs(task: UnitTask) -> list[tuple[str, str]]:
+    out = [("kept", task.kept_dir), ("rejected", task.rejected_dir)]
+    return out + ([("held", task.held_dir)] if task.held_dir else [])
 
 
 def run_unit(task: UnitTask) -> dict:
@@ -114,17 +131,28 @@ def run_unit(task: UnitTask) -> dict:
     prefix = f"part-{task.index:05d}"
     kept = ShardWriter(task.kept_dir, prefix, docs_per_shard=task.docs_per_shard)
     rejected = ShardWriter(task.rejected_dir, prefix, REJECT_SCHEMA, docs_per_shard=task.docs_per_shard)
+    held = ShardWriter(task.held_dir, prefix, docs_per_shard=task.docs_per_shard) if task.held_dir else None
     reasons: Counter[str] = Counter()
     domains: Counter[str] = Counter()
+    held_domains: Counter[str] = Counter()
     n_kept = 0
     gen = task.process(task.unit, task.params)
-    with kept, rejected:
+    with kept, rejected, held if held is not None else nullcontext():
         while True:
             try:
                 item = next(gen)
             except StopIteration as stop:
                 extra = stop.value or {}
                 break
+            if isinstance(item, Held):
+                if held is None:
+                    raise TypeError(f"unit {task.index}: process diverted a document but the stage has no held_dir")
+                try:
+                    held.write(item.doc)
+                    held_domains[item.doc.domain] += 1
+                    continue
+                except UnwritableError as e:
+                    item = as_writable_rejection(item.doc, e)
             try:
                 (rejected if isinstance(item, Rejected) else kept).write(item)
             except UnwritableError as e:  # quarantined, escaped, instead of failing the unit
@@ -135,10 +163,11 @@ def run_unit(task: UnitTask) -> dict:
             else:
                 domains[item.domain] += 1
                 n_kept += 1
-    n_rej = sum(reasons.values())
-    n_in = extra.get("in", n_kept + n_rej)
-    if n_in != n_kept + n_rej:
-        raise ConservationError(f"unit {task.index} ({task.key}): in={n_in} != kept={n_kept} + rejected={n_rej}")
+    n_rej, n_held = sum(reasons.values()), sum(held_domains.values())
+    n_in = extra.get("in", n_kept + n_rej + n_held)
+    if n_in != n_kept + n_rej + n_held:
+        raise ConservationError(f"unit {task.index} ({task.key}): in={n_in} != kept={n_kept} + rejected={n_rej}"
+                                + (f" + held={n_held}" if held is not None else ""))
     result = {
         "index": task.index,
         "key": task.key,
@@ -150,6 +179,8 @@ def run_unit(task: UnitTask) -> dict:
         "by_domain": dict(sorted(domains.items())),
         "kept_shards": [asdict(s) for s in kept.shards],
         "rejected_shards": [asdict(s) for s in rejected.shards],
+        **({"held": n_held, "held_by_domain": dict(sorted(held_domains.items())),
+            "held_shards": [asdict(s) for s in held.shards]} if held is not None else {}),
         **{k: v for k, v in extra.items() if k != "in"},
     }
     write_marker(_marker(task), result)
@@ -167,26 +198,29 @@ def run_stage(
     desc: str = "",
     state_dir: str | Path | None = None,
     extras: tuple[str, ...] = (),
+    held_dir: str | Path | None = None,
 ) -> dict:
     """Run ``process`` over ``units`` (``(key, unit)`` pairs) and return the stage stats.
 
     ``state_dir`` (default: ``.state/<kept_dir name>`` beside ``kept_dir``) holds the resume markers. Each
     name in ``extras`` is a dict of counts a unit returned; the stats hold its sum over all units
     (``<name>``) and over the units processed in this run, not reused from a marker (``<name>_this_run``).
+    ``held_dir``: the dataset of documents ``process`` yields as :class:`Held` (stats ``held``, ``held_by_domain``).
     """
     kept_dir, rejected_dir = Path(kept_dir), Path(rejected_dir)
+    held = Path(held_dir) if held_dir is not None else None
     state = Path(state_dir) if state_dir else kept_dir.parent / ".state" / kept_dir.name
-    for d in (kept_dir, rejected_dir, state):
+    for d in (kept_dir, rejected_dir, state, *([held] if held else [])):
         d.mkdir(parents=True, exist_ok=True)
     tasks = [
         UnitTask(
             i, unit, key, process, params, str(kept_dir), str(rejected_dir), str(state),
-            docs_per_shard, fingerprint(params, key),
+            docs_per_shard, fingerprint(params, key), str(held) if held else None,
         )
         for i, (key, unit) in enumerate(units)
     ]
     results = executor.map(run_unit, tasks, desc=desc)
-    stats = finalize(results, kept_dir, rejected_dir, state)
+    stats = finalize(results, kept_dir, rejected_dir, state, held)
     stats["units_reused"] = sum(bool(r.get("reused")) for r in results)
     for name in extras:
         stats[name] = sum_counts(r.get(name, {}) for r in results)
@@ -201,23 +235,31 @@ def sum_counts(dicts: Iterable[dict[str, float]]) -> dict[str, float]:
     return dict(sorted(total.items()))
 
 
-def finalize(results: list[dict], kept_dir: Path, rejected_dir: Path, state_dir: Path) -> dict:
-    """Write both manifests in unit order, remove orphans, and sum the stats."""
+def finalize(results: list[dict], kept_dir: Path, rejected_dir: Path, state_dir: Path,
+             held_dir: Path | None = None) -> dict:
+    """Write the manifests in unit order, remove orphans, and sum the stats."""
     stats: dict[str, Any] = {"units": len(results), "in": 0, "kept": 0, "rejected": 0}
     reasons: Counter[str] = Counter()
     domains: Counter[str] = Counter()
+    held_domains: Counter[str] = Counter()
     for r in results:
         for k in ("in", "kept", "rejected"):
             stats[k] += r[k]
         reasons.update(r["by_reason"])
         domains.update(r["by_domain"])
-    if stats["in"] != stats["kept"] + stats["rejected"]:
-        raise ConservationError(f"in={stats['in']} != kept={stats['kept']} + rejected={stats['rejected']}")
+        held_domains.update(r.get("held_by_domain", {}))
+    n_held = sum(held_domains.values())
+    if stats["in"] != stats["kept"] + stats["rejected"] + n_held:
+        raise ConservationError(f"in={stats['in']} != kept={stats['kept']} + rejected={stats['rejected']}"
+                                + (f" + held={n_held}" if held_dir is not None else ""))
+    if held_dir is not None:
+        stats["held"], stats["held_by_domain"] = n_held, dict(sorted(held_domains.items()))
     stats["by_reason"] = dict(sorted(reasons.items()))
     stats["kept_by_domain"] = dict(sorted(domains.items()))
     live_markers = {f"{r['index']:05d}.json" for r in results}
-    for kind, base in (("kept", kept_dir), ("rejected", rejected_dir)):
-        shards = [ShardInfo(**s) for r in results for s in r[f"{kind}_shards"]]
+    outputs = [("kept", kept_dir), ("rejected", rejected_dir), *([("held", held_dir)] if held_dir else [])]
+    for kind, base in outputs:
+        shards = [ShardInfo(**s) for r in results for s in r.get(f"{kind}_shards", [])]
         owned = {s.path for s in shards}
         for f in base.glob("*.parquet"):
             if f.name not in owned:

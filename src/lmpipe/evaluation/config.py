@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from lmpipe.holdout.config import PrefilterEvalConfig
 from lmpipe.posttrain.config import PosttrainEvalConfig
 from lmpipe.sections import Section
 
@@ -134,6 +135,7 @@ class EvaluateConfig(Section):
     samples: SamplesConfig = SamplesConfig()
     lm_eval: LmEvalConfig = LmEvalConfig()
     posttrain: PosttrainEvalConfig = PosttrainEvalConfig()
+    prefilter: PrefilterEvalConfig = PrefilterEvalConfig()
 
     @model_validator(mode="before")
     @classmethod

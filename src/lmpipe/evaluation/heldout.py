@@ -12,10 +12,11 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lmpipe.documents import Document
+from lmpipe.documents import MANIFEST, Document, iter_documents, read_manifest
 from lmpipe.evaluation.config import HeldoutConfig
 from lmpipe.evaluation.lm import LM, Span, span_logprobs, windows
 
@@ -100,3 +101,19 @@ def heldout_metrics(
     out = {d: tally[d].metrics() for d in sorted(tally)}
     out[ALL] = total.metrics()
     return out
+
+
+def has_documents(directory: str | Path | None) -> bool:
+    """A document dataset that exists and holds at least one document."""
+    if directory is None or not (Path(directory) / MANIFEST).is_file():
+        return False
+    return read_manifest(directory).get("docs", 0) > 0
+
+
+def subset_metrics(
+    lm: LM, subsets: dict[str, str | Path | None], cfg: HeldoutConfig, batch_tokens: int = 1024
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """``heldout_metrics`` of each named dataset (e.g. the pre-filter sample ``raw`` and its ``clean`` part);
+    an absent or empty one is left out (a filter that keeps nothing of a sample leaves no clean part)."""
+    return {name: heldout_metrics(lm, iter_documents(d), cfg, batch_tokens)
+            for name, d in subsets.items() if has_documents(d)}

@@ -1,7 +1,11 @@
 """Evaluate every configured model the same way, so pipeline stages can be compared side by side.
 
 Models are evaluated parents first; a missing model directory is an error naming it (never skipped), and
-each model with a ``parent`` gets a ``forgetting`` section relative to it.
+each model with a ``parent`` gets a ``forgetting`` section relative to it. Beside the held-out split of the
+trained-on data (``heldout``), the models of ``evaluate.prefilter`` (default: those without a parent) are scored
+on the sample drawn before filtering (``heldout_prefilter``: ``raw``, all of it, and ``clean``, the part the
+filter keeps), and a model whose training run kept models at
+chosen steps gets its held-out curve over them (``steps``, :mod:`lmpipe.evaluation.steps`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from lmpipe.documents import MANIFEST, iter_documents
 from lmpipe.evaluation.config import EvaluateConfig
 from lmpipe.evaluation.forgetting import forgetting
 from lmpipe.evaluation.harness import run_lm_eval
-from lmpipe.evaluation.heldout import heldout_metrics
+from lmpipe.evaluation.heldout import heldout_metrics, subset_metrics
 from lmpipe.evaluation.lm import LM, ModelDirError, generate
 from lmpipe.evaluation.qa import (
     QASet,
@@ -27,6 +31,7 @@ from lmpipe.evaluation.qa import (
     exact_match,
     multiple_choice,
 )
+from lmpipe.evaluation.steps import step_curve, write_tsv
 from lmpipe.evaluation.toxicity import ToxicityScorer, load_prompts, resolve_scorer, toxicity_eval
 
 if TYPE_CHECKING:
@@ -70,8 +75,10 @@ def evaluate_model(
     condition: ConditionConfig | None = None,
     covered: set[str] | None = None,
     tox_prompts: tuple[list[str], str] | None = None,
+    prefilter: dict[str, str | Path | None] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
-    """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). With ``condition``:
+    """All metrics of one model, and its sample rows (for ``reports/samples.jsonl``). ``prefilter``: named
+    held-out datasets drawn before filtering (``raw``, ``clean``), scored as ``heldout_prefilter``. With ``condition``:
     held-out loss also with MeCo's metadata prefix (``heldout_meco``); toxicity of generations conditioned on
     the best PHF control token (``toxicity``) and without it (``toxicity_unconditioned``). ``covered``: the QA
     entities the synthetic corpus mentions (None: no coverage split)."""
@@ -87,6 +94,8 @@ def evaluate_model(
             meco = condition.meco
             res["heldout_meco"] = heldout_metrics(lm, iter_documents(heldout_dir), cfg.heldout, cfg.batch_tokens,
                                                   context=lambda d: prefix(meco, d.meta, d.source, d.domain))
+    if prefilter and (pre := subset_metrics(lm, prefilter, cfg.heldout, cfg.batch_tokens)):
+        res["heldout_prefilter"] = pre
     if qa is not None and qa.items:
         items = qa.items[: cfg.qa.max_questions] if cfg.qa.max_questions else qa.items
         mc, mc_rows = multiple_choice(lm, items, cfg.qa, cfg.batch_tokens)
@@ -138,6 +147,8 @@ class ModelJob:
     condition: ConditionConfig | None
     covered: set[str] | None
     tox_prompts: tuple[list[str], str]
+    prefilter: dict[str, str | Path | None] | None = None  # the pre-filter held-out datasets to score
+    checkpoint: str | Path | None = None  # its training run's checkpoint dir: models kept at chosen steps
 
 
 def evaluate_job(job: ModelJob) -> tuple[dict[str, Any], list[dict]]:
@@ -152,8 +163,14 @@ def evaluate_job(job: ModelJob) -> tuple[dict[str, Any], list[dict]]:
     scorer = resolve_scorer(tox.scorer, tox.wordlist, tox.hf_model_dir, tox.hf_label)[0] if job.tox_prompts[0] else None
     qa = load_qa(job.qa_path, cfg.qa.format) if job.qa_path is not None else None
     lm = LM.load(m.path, name=job.name, seq_len=cfg.heldout.seq_len)
-    return evaluate_model(lm, cfg, job.heldout_dir, qa, scorer, job.seed, m.path, job.condition, job.covered,
-                          job.tox_prompts)
+    res, rows = evaluate_model(lm, cfg, job.heldout_dir, qa, scorer, job.seed, m.path, job.condition, job.covered,
+                               job.tox_prompts, job.prefilter)
+    del lm
+    if job.heldout_dir is not None and job.checkpoint is not None:
+        t0 = time.perf_counter()
+        if curve := step_curve(job.name, job.checkpoint, job.heldout_dir, cfg.heldout, cfg.batch_tokens):
+            res["steps"], res["steps_seconds"] = curve, round(time.perf_counter() - t0, 2)
+    return res, rows
 
 
 def _control_id(lm: LM, condition: ConditionConfig | None) -> int | None:
@@ -168,6 +185,17 @@ def _control_id(lm: LM, condition: ConditionConfig | None) -> int | None:
     return int(i)
 
 
+def prefilter_targets(cfg: EvaluateConfig) -> set[str]:
+    """The models scored on the pre-filter held-out sample (``evaluate.prefilter.models``; default: no parent)."""
+    names = cfg.prefilter.models
+    if names is None:
+        return {n for n, m in cfg.models.items() if m.parent is None}
+    unknown = sorted(set(names) - set(cfg.models))
+    if unknown:
+        raise ValueError(f"evaluate.prefilter.models names {unknown}, not in evaluate.models ({sorted(cfg.models)})")
+    return set(names)
+
+
 def evaluate_models(
     cfg: EvaluateConfig,
     heldout_dir: str | Path | None,
@@ -177,16 +205,22 @@ def evaluate_models(
     condition: ConditionConfig | None = None,
     synthetic_dir: str | Path | None = None,
     ex: Executor | None = None,
+    prefilter: dict[str, str | Path | None] | None = None,
+    checkpoints: dict[str, str | Path] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """``({"models": {name: metrics}, "toxicity_scorer": ...}, sample rows)`` for every configured model.
     ``synthetic_dir``: the synthetic (augment) documents; QA accuracy is then also split by entity coverage.
     ``ex``: models are evaluated one per worker (None: one after another in this process); the results do not
-    depend on it (generation is seeded per prompt)."""
+    depend on it (generation is seeded per prompt).
+    ``prefilter``: the held-out sample drawn before filtering (``{"raw": dir, "clean": dir}``), scored for the
+    models of ``evaluate.prefilter``. ``checkpoints``: model name -> its training run's checkpoint dir; the
+    models kept there at chosen steps are scored on ``heldout_dir`` too (``steps``)."""
     from lmpipe.evaluation.qa import load_qa
 
     if not cfg.models:
         raise ValueError("evaluate.models is empty: name at least one model directory in params.yaml")
     check_models(cfg)
+    prefilter_models = prefilter_targets(cfg)
     qa = load_qa(qa_path, cfg.qa.format) if qa_path is not None else None
     covered = None
     if qa is not None and synthetic_dir is not None and cfg.qa.coverage:
@@ -201,7 +235,9 @@ def evaluate_models(
     results: dict[str, Any] = {}
     samples: list[dict] = []
     order = evaluation_order(cfg)
-    jobs = [ModelJob(name, cfg, heldout_dir, qa_path, seed, condition, covered, tox_prompts) for name in order]
+    jobs = [ModelJob(name, cfg, heldout_dir, qa_path, seed, condition, covered, tox_prompts,
+                     prefilter if name in prefilter_models else None, (checkpoints or {}).get(name))
+            for name in order]
     # models are independent (forgetting compares finished results): one per executor worker
     evaluated = ex.map(evaluate_job, jobs, desc="models") if ex is not None else [evaluate_job(j) for j in jobs]
     for name, (res, rows) in zip(order, evaluated, strict=True):
@@ -222,6 +258,10 @@ def _headline(r: dict[str, Any]) -> str:
     parts = []
     if "heldout" in r:
         parts.append(f"bits/byte={r['heldout']['all']['bits_per_byte']:.3f}")
+    for subset, h in r.get("heldout_prefilter", {}).items():
+        parts.append(f"{subset}_bits/byte={h['all']['bits_per_byte']:.3f}")
+    if "steps" in r:
+        parts.append(f"kept_steps={len(r['steps'])}")
     if "qa" in r:
         parts.append(f"qa_mc={r['qa']['mc_accuracy']:.3f}")
         if "exact_match" in r["qa"]:
@@ -259,8 +299,13 @@ def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
     import json
 
     synthetic = io.synthetic if "synthetic" in io and (Path(io.synthetic) / MANIFEST).is_file() else None
+    prefilter = {k: io.get(f"heldout_{k}") for k in p.evaluate.prefilter.subsets}
+    # io ckpt_<model>: the checkpoint dir of the training stage that made evaluate.models.<model>
+    checkpoints = {k.removeprefix("ckpt_"): v for k, v in io.items() if k.startswith("ckpt_")}
     results, rows = evaluate_models(p.evaluate, io.heldout, io.qa, p.run.seed, condition=p.condition,
-                                    synthetic_dir=synthetic, ex=ex)
+                                    synthetic_dir=synthetic, ex=ex, prefilter=prefilter, checkpoints=checkpoints)
+    if "steps" in io:
+        write_tsv({n: r["steps"] for n, r in results["models"].items() if "steps" in r}, io.steps)
     io.samples.parent.mkdir(parents=True, exist_ok=True)
     io.samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     io.plots.mkdir(parents=True, exist_ok=True)

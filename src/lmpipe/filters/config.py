@@ -172,6 +172,8 @@ class FilterSelectConfig(Section):
 
     default: RuleSet = Field(RuleSet(), description="rule set of domains not named in ``domains``")
     domains: dict[str, RuleSet] = Field(default_factory=dict)
+    bypass: bool = Field(False, description="keep every training document unjudged (a no-filter arm); the rules "
+                         "still judge the held-out sample, so its clean part does not change with this switch")
     pii_replacements: dict[str, str] = Field(
         default_factory=lambda: {"email": "<EMAIL>", "phone": "<PHONE>", "ip": "<IP_ADDRESS>"}
     )

@@ -211,13 +211,25 @@ def build_models(cfg: FilterScoreConfig, docs_dir: str | Path, model_dir: str | 
 
 
 def score_dataset(cfg: FilterScoreConfig, docs: str | Path, out: str | Path, rejected: str | Path,
-                  model_dir: str | Path, executor: Executor, rater_dir: str | Path | None = None) -> dict[str, Any]:
-    """Build the reference models once (into ``model_dir``), then score every shard of ``docs``."""
+                  model_dir: str | Path, executor: Executor, rater_dir: str | Path | None = None,
+                  heldout: tuple[Path, Path, Path] | None = None) -> dict[str, Any]:
+    """Build the reference models once (into ``model_dir``), then score every shard of ``docs``.
+
+    ``heldout``: ``(docs, out, rejected)`` of the pre-filter held-out sample, scored by the same job (models
+    built from ``docs`` only, so the sample never shapes a reference model) for the filter to judge it."""
     job, info = build_models(cfg, docs, model_dir, rater_dir)
     stats = run_stage(score_unit, dataset_units(docs), job, out, rejected, executor, cfg.docs_per_shard, desc="score")
-    return {**stats, "models": info}
+    result = {**stats, "models": info}
+    if heldout is not None:
+        h_docs, h_out, h_rejected = heldout
+        h = run_stage(score_unit, dataset_units(h_docs), job, h_out, h_rejected, executor, cfg.docs_per_shard,
+                      desc="score heldout")
+        result["heldout"] = {k: h[k] for k in ("in", "kept", "rejected", "kept_by_domain", "by_reason")}
+    return result
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
-    """Stage ``score``: every document of ``io.docs`` with its measurements in ``meta["scores"]``."""
-    return score_dataset(p.filter.score, io.docs, io.out, io.rejected, io.models, ex, io.get("rater"))
+    """Stage ``score``: every document of ``io.docs`` with its measurements in ``meta["scores"]``; the same for
+    the pre-filter held-out sample ``io.heldout`` (→ ``io.heldout_scored``) when the stage is given it."""
+    heldout = (io.heldout, io.heldout_scored, io.heldout_scored_rejected) if "heldout" in io else None
+    return score_dataset(p.filter.score, io.docs, io.out, io.rejected, io.models, ex, io.get("rater"), heldout)

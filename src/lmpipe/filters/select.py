@@ -93,6 +93,9 @@ def select_unit(unit: str, job: SelectJob) -> Iterator[Document | Rejected]:
     scrubbed: Counter[str] = Counter()
     for doc in iter_documents(unit):
         n += 1
+        if cfg.bypass:  # a no-filter arm: the document as it is, not even scrubbed
+            yield doc
+            continue
         rules = cfg.rules_for(doc.domain)
         s = doc.meta.get("scores")
         if s is None:
@@ -163,8 +166,12 @@ def perplexity_cutoffs(cfg: FilterSelectConfig, ppl: dict[str, list[float]]) -> 
 
 
 def select_dataset(cfg: FilterSelectConfig, c4_lines: C4ScoreConfig, scored: str | Path, out: str | Path,
-                   rejected: str | Path, plots_dir: str | Path, executor: Executor) -> dict[str, Any]:
-    """Apply ``cfg``'s per-domain rules to the stored scores; kept and rejected datasets, histograms."""
+                   rejected: str | Path, plots_dir: str | Path, executor: Executor,
+                   heldout: tuple[Path, Path, Path] | None = None) -> dict[str, Any]:
+    """Apply ``cfg``'s per-domain rules to the stored scores; kept and rejected datasets, histograms.
+
+    ``heldout``: ``(scored, clean, rejected)`` of the pre-filter held-out sample, judged by the same job (the
+    per-domain cutoffs come from ``scored`` alone): its ``clean`` part is what the filter would keep of it."""
     from lmpipe.filters import plots
 
     sample, ppl, total, qual = scan_scores(scored, cfg.plot_sample)
@@ -176,10 +183,21 @@ def select_dataset(cfg: FilterSelectConfig, c4_lines: C4ScoreConfig, scored: str
                       desc="filter", extras=("rule_hits", "pii_scrubbed"))
     for name in ("rule_hits", "pii_scrubbed"):
         stats.pop(f"{name}_this_run")
+    held: dict[str, Any] = {}
+    if heldout is not None:
+        h_scored, h_clean, h_rejected = heldout
+        # judged by the rules even when training bypasses them: the clean part is the same in every such arm
+        judge = job.model_copy(update={"cfg": cfg.model_copy(update={"bypass": False})})
+        h = run_stage(select_unit, dataset_units(h_scored), judge, h_clean, h_rejected, executor, cfg.docs_per_shard,
+                      desc="filter heldout")
+        held = {"heldout": {"in": h["in"], "clean": h["kept"], "rejected": h["rejected"],
+                            "clean_by_domain": h["kept_by_domain"], "by_reason": h["by_reason"],
+                            "conservation": f"in {h['in']} = clean {h['kept']} + rejected {h['rejected']}"}}
     written = plots.histograms(sample, cfg, plots_dir)
     sweep = plots.toxicity_sweep(sample, cfg.toxicity_sweep, plots_dir, total)
     return {
         **stats,
+        **held,
         "drop_fraction": round(stats["rejected"] / max(stats["in"], 1), 4),
         "perplexity_cutoffs": cutoffs,
         "quality_cutoffs": q_cutoffs,
@@ -189,5 +207,7 @@ def select_dataset(cfg: FilterSelectConfig, c4_lines: C4ScoreConfig, scored: str
 
 
 def run(p: Params, io: StageIO, ex: Executor) -> dict[str, Any]:
-    """Stage ``filter``: decide on ``io.scored`` by ``filter.select``; kept → ``io.out``, dropped → ``io.rejected``."""
-    return select_dataset(p.filter.select, p.filter.score.c4, io.scored, io.out, io.rejected, io.plots, ex)
+    """Stage ``filter``: decide on ``io.scored`` by ``filter.select``; kept → ``io.out``, dropped → ``io.rejected``;
+    the scored pre-filter held-out sample ``io.heldout_scored`` (when given) → ``io.heldout_clean`` + rejected."""
+    heldout = (io.heldout_scored, io.heldout_clean, io.heldout_rejected) if "heldout_scored" in io else None
+    return select_dataset(p.filter.select, p.filter.score.c4, io.scored, io.out, io.rejected, io.plots, ex, heldout)
