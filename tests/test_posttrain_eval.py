@@ -59,7 +59,7 @@ def test_posttrain_metrics_on_chat_and_plain_models(tmp_path):
 
 
 def test_report_puts_models_side_by_side():
-    from lmpipe.report import posttrain_section
+    from lmpipe.report_eval import posttrain_section
 
     ev = {
         "models": {

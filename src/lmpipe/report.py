@@ -10,18 +10,26 @@ script is loaded from anywhere. Every section reads files the pipeline writes (`
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 import json
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmpipe.report_config import ReportConfig
+from lmpipe.report_eval import (
+    forgetting_section,
+    heldout_section,
+    lm_eval_section,
+    posttrain_section,
+    prefilter_section,
+    qa_section,
+    steps_section,
+    toxicity_section,
+)
+from lmpipe.report_parts import Link, Section, Table, fmt, plt_agg, png, read_json
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
@@ -29,35 +37,6 @@ if TYPE_CHECKING:
     from lmpipe.executors import Executor
 
 TEMPLATE = "report.html.j2"
-
-
-@dataclass
-class Figure:
-    title: str
-    png_b64: str
-
-
-@dataclass
-class Link:
-    text: str
-    href: str  # relative to the report page
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[Any]]
-    caption: str = ""
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    intro: str = ""
-    figures: list[Figure] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    missing: str | None = None  # why the section is empty, shown plainly
 
 
 @dataclass
@@ -69,51 +48,6 @@ class ReportInputs:
     mixture: dict[str, float] | None = None
 
 
-# ---------------------------------------------------------------------------------------------- util
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any, title: str) -> Figure:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    _plt().close(fig)
-    return Figure(title, base64.b64encode(buf.getvalue()).decode("ascii"))
-
-
-def _read_json(path: Path) -> Any | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def fmt(v: Any, digits: int = 4) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return "" if v is None else str(v)
-
-
-def _grouped_bars(groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> Figure:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(1, len(series)) ** 0.5 + 2), 3.4))
-    width = 0.8 / max(1, len(series))
-    for k, (name, values) in enumerate(series.items()):
-        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
-        ax.bar(xs, values, width, label=name)
-    ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 5 else 0)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.axhline(0, color="black", linewidth=0.6)
-    if len(series) > 1:
-        ax.legend(fontsize=8)
-    return _png(fig, title)
-
-
-# ------------------------------------------------------------------------------------------ sections
 def read_dvclive(root: Path, pattern: str) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """``{stage: {metric path: [(step, value)]}}`` from DVCLive's ``plots/metrics/**.tsv`` files."""
     out: dict[str, dict[str, list[tuple[float, float]]]] = {}
@@ -139,7 +73,7 @@ def training_section(inp: ReportInputs, cfg: ReportConfig) -> Section:
     if not curves:
         sec.missing = f"No DVCLive logs yet (looked for {cfg.dvclive_glob}/**/*.tsv): no training stage has run."
         return sec
-    plt = _plt()
+    plt = plt_agg()
     for stage, metrics in curves.items():
         losses = {k: v for k, v in metrics.items() if "loss" in k} or metrics
         fig, ax = plt.subplots(figsize=(6.5, 3.4))
@@ -150,123 +84,9 @@ def training_section(inp: ReportInputs, cfg: ReportConfig) -> Section:
         ax.set_title(f"{stage}")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        sec.figures.append(_png(fig, f"{stage}: {', '.join(losses)}"))
+        sec.figures.append(png(fig, f"{stage}: {', '.join(losses)}"))
         last = [[stage, name, fmt(pts[-1][0]), fmt(pts[-1][1]), len(pts)] for name, pts in metrics.items() if pts]
         sec.tables.append(Table(["stage", "metric", "last step", "last value", "points"], last))
-    return sec
-
-
-def heldout_section(ev: dict | None) -> Section:
-    sec = Section("heldout", "Held-out bits per byte",
-                  "Sum of token negative log-likelihood / (ln 2 × UTF-8 bytes), per domain: tokenizer-independent, "
-                  "lower is better.")
-    models = {n: r["heldout"] for n, r in (ev or {}).get("models", {}).items() if "heldout" in r}
-    if not models:
-        sec.missing = "No held-out results yet (metrics/evaluate.json is missing or has no heldout section)."
-        return sec
-    domains = sorted({d for h in models.values() for d in h})
-    series = {n: [h.get(d, {}).get("bits_per_byte", float("nan")) for d in domains] for n, h in models.items()}
-    sec.figures.append(_grouped_bars(domains, series, "bits / byte", "Held-out bits per byte by domain"))
-    rows = [[n, d, m["docs"], m["tokens"], fmt(m["loss"]), fmt(m["perplexity"]), fmt(m["bits_per_byte"])]
-            for n, h in models.items() for d, m in h.items()]
-    sec.tables.append(Table(["model", "domain", "docs", "tokens", "loss (nats/token)", "perplexity", "bits/byte"], rows))
-    return sec
-
-
-def qa_section(ev: dict | None) -> Section:
-    sec = Section("qa", "Closed-book QA (fictional knowledge)",
-                  "Questions about invented organisations; the prompt holds at most the title, never the article. "
-                  "MC: highest length-normalised log-likelihood among the options. EM: greedy answer, normalised.")
-    models = {n: r["qa"] for n, r in (ev or {}).get("models", {}).items() if "qa" in r}
-    if not models:
-        sec.missing = "No QA results yet (metrics/evaluate.json is missing or has no qa section)."
-        return sec
-    keys = [k for k in ("mc_accuracy", "mc_accuracy_unnormalised", "exact_match") if any(k in q for q in models.values())]
-    labels = {"mc_accuracy": "MC accuracy", "mc_accuracy_unnormalised": "MC (unnormalised)", "exact_match": "exact match"}
-    sec.tables.append(Table(["metric", *models], [[labels[k], *(fmt(q.get(k)) for q in models.values())] for k in keys]
-                            + [["questions", *(q.get("questions") for q in models.values())]],
-                            caption="models side by side"))
-    plot_keys = [k for k in ("mc_accuracy", "exact_match") if k in keys]
-    series = {labels[k]: [q.get(k, float("nan")) for q in models.values()] for k in plot_keys}
-    cov = {n: q["coverage"] for n, q in models.items() if "coverage" in q}
-    if cov:  # covered = the entity is mentioned by the synthetic (augment) documents
-        rows = [[n, f"{c['entities_covered']} / {c['entities']}",
-                 *(f"{fmt(c[k]['mc_accuracy'])} ({c[k]['questions']} q)" for k in ("covered", "not_covered"))]
-                for n, c in cov.items()]
-        sec.tables.append(Table(["model", "entities covered", "MC covered", "MC not covered"], rows,
-                                caption="MC accuracy split by entity coverage of the synthetic documents"))
-        for k in ("covered", "not_covered"):
-            series[f"MC {k.replace('_', ' ')}"] = [
-                (q.get("coverage", {}).get(k, {}).get("mc_accuracy") or float("nan")) for q in models.values()
-            ]
-    sec.figures.append(_grouped_bars(list(models), series, "accuracy", "Closed-book QA accuracy by model"))
-    return sec
-
-
-POSTTRAIN_LABELS = {
-    "qa_exact_match": "held-out QA exact match",
-    "pref_accuracy": "preference accuracy (held-out pairs)",
-    "pref_margin": "preference margin (log-prob/token)",
-    "response_chars_mean": "response length (characters)",
-    "format": "prompt format",
-}
-
-
-def posttrain_section(ev: dict | None) -> Section:
-    sec = Section("posttrain", "Post-training: base → cpt → sft → dpo → rlvr → residual",
-                  "Held-out items only: fictional questions about entities and in wording never trained on, fresh "
-                  "math problems scored by math-verify, preference pairs scored by per-token log-probabilities. "
-                  "Chat models are prompted through their template, the others as 'Question: ... Answer:'. "
-                  "residual = cpt + (sft_base − pretrain): the instruction residual, no SFT on cpt; compare with sft.")
-    models = {n: r["posttrain"] for n, r in (ev or {}).get("models", {}).items() if "posttrain" in r}
-    if not models:
-        sec.missing = "No post-training metrics yet (evaluate.posttrain disabled or not run)."
-        return sec
-    keys = [k for k in ("qa_exact_match",) if any(k in m for m in models.values())]
-    keys += sorted({k for m in models.values() for k in m if k.startswith("math_accuracy_")})
-    keys += [k for k in ("pref_accuracy", "pref_margin", "response_chars_mean", "format")
-             if any(k in m for m in models.values())]
-    label = lambda k: POSTTRAIN_LABELS.get(k, k.replace("math_accuracy_", "math accuracy: "))  # noqa: E731
-    sec.tables.append(Table(["metric", *models], [[label(k), *(fmt(m.get(k)) for m in models.values())] for k in keys],
-                            caption="models side by side, in pipeline order"))
-    bars = [k for k in keys if k == "qa_exact_match" or k.startswith("math_accuracy_") or k == "pref_accuracy"]
-    series = {label(k): [m.get(k, float("nan")) for m in models.values()] for k in bars}
-    sec.figures.append(_grouped_bars(list(models), series, "score", "Post-training metrics by model"))
-    return sec
-
-
-def forgetting_section(ev: dict | None) -> Section:
-    sec = Section("forgetting", "Forgetting",
-                  "Change of held-out bits/byte on old domains relative to the parent checkpoint "
-                  "(positive = worse = forgotten); QA deltas are child minus parent.")
-    models = {n: r["forgetting"] for n, r in (ev or {}).get("models", {}).items() if "forgetting" in r}
-    if not models:
-        sec.missing = "No model has a parent yet (set evaluate.models.<name>.parent once a later stage exists)."
-        return sec
-    domains = sorted({d for f in models.values() for d in f["domains"]})
-    series = {f"{n} vs {f['parent']}": [f["domains"].get(d, {}).get("bits_per_byte_delta", float("nan")) for d in domains]
-              for n, f in models.items()}
-    sec.figures.append(_grouped_bars(domains, series, "Δ bits / byte", "Forgetting: change vs parent"))
-    rows = [[n, f["parent"], fmt(f.get("mean_bits_per_byte_increase")), fmt(f.get("mc_accuracy_delta")),
-             fmt(f.get("exact_match_delta")), ", ".join(f.get("missing_domains", []))] for n, f in models.items()]
-    sec.tables.append(Table(["model", "parent", "mean Δ bits/byte (old domains)", "Δ MC accuracy", "Δ exact match",
-                             "domains missing"], rows))
-    return sec
-
-
-def toxicity_section(ev: dict | None) -> Section:
-    sec = Section("toxicity", "Toxicity of generations",
-                  "RealToxicityPrompts-style: k sampled continuations per prompt. Expected maximum toxicity = mean "
-                  "over prompts of the worst continuation; toxicity probability = share of prompts with at least "
-                  "one continuation at or above the threshold.")
-    models = {n: r["toxicity"] for n, r in (ev or {}).get("models", {}).items() if "toxicity" in r}
-    if not models:
-        sec.missing = "No toxicity results yet (evaluate.toxicity.prompts empty, or evaluate has not run)."
-        return sec
-    rows = [[n, fmt(t["expected_max_toxicity"]), fmt(t["toxicity_probability"]), fmt(t["mean_toxicity"]),
-             t["prompts"], t["samples_per_prompt"], t["scorer"]] for n, t in models.items()]
-    sec.tables.append(Table(["model", "expected max toxicity", "toxicity probability", "mean", "prompts", "k",
-                             "scorer"], rows))
     return sec
 
 
@@ -278,12 +98,12 @@ def mixture_section(weights: dict[str, float] | None) -> Section:
         return sec
     total = sum(weights.values()) or 1.0
     norm = {k: v / total for k, v in weights.items()}
-    plt = _plt()
+    plt = plt_agg()
     fig, ax = plt.subplots(figsize=(5.5, 3.0))
     ax.barh(list(norm), list(norm.values()), color=[f"C{i}" for i in range(len(norm))])
     ax.set_xlabel("share of training tokens")
     ax.set_title("Mixture weights")
-    sec.figures.append(_png(fig, "Mixture weights"))
+    sec.figures.append(png(fig, "Mixture weights"))
     sec.tables.append(Table(["domain", "weight", "share"], [[k, fmt(weights[k]), f"{v:.1%}"] for k, v in norm.items()]))
     return sec
 
@@ -298,7 +118,7 @@ def _count(m: dict, *keys: str) -> int | None:
 def funnel_section(metrics_dir: Path, stages: list[str]) -> Section:
     sec = Section("funnel", "Data funnel",
                   "Documents after each data stage (from metrics/<stage>.json) and why the others left.")
-    found = [(s, m) for s in stages if (m := _read_json(metrics_dir / f"{s}.json")) is not None]
+    found = [(s, m) for s in stages if (m := read_json(metrics_dir / f"{s}.json")) is not None]
     absent = [s for s in stages if s not in {f[0] for f in found}]
     if not found:
         sec.missing = f"No data-stage metrics yet (looked for {', '.join(f'metrics/{s}.json' for s in stages)})."
@@ -318,14 +138,14 @@ def funnel_section(metrics_dir: Path, stages: list[str]) -> Section:
             labels.append(stage)
             counts.append(kept)
     if counts:
-        plt = _plt()
+        plt = plt_agg()
         fig, ax = plt.subplots(figsize=(6.5, 3.2))
         ax.bar(labels, counts, color="C0")
         for i, c in enumerate(counts):
             ax.annotate(str(c), (i, c), ha="center", va="bottom", fontsize=8)
         ax.set_ylabel("documents")
         ax.set_title("Documents through the data stages")
-        sec.figures.append(_png(fig, "Data funnel"))
+        sec.figures.append(png(fig, "Data funnel"))
     sec.tables.append(Table(["stage", "in", "kept", "removed", "added", "top reasons"], rows))
     if absent:
         sec.intro += f" Not run yet: {', '.join(absent)}."
@@ -359,25 +179,10 @@ def samples_section(path: Path, max_per_model: int) -> Section:
     return sec
 
 
-def lm_eval_section(ev: dict | None) -> Section | None:
-    models = {n: r["lm_eval"] for n, r in (ev or {}).get("models", {}).items() if "lm_eval" in r}
-    if not models:
-        return None
-    sec = Section("lm-eval", "lm-evaluation-harness tasks")
-    rows = []
-    for n, res in models.items():
-        if "skipped" in res:
-            rows.append([n, "—", "—", res["skipped"]])
-        else:
-            rows += [[n, task, k, fmt(v)] for task, ms in res.items() for k, v in ms.items()]
-    sec.tables.append(Table(["model", "task", "metric", "value"], rows))
-    return sec
-
-
 def stage_times(metrics_dir: Path) -> Table | None:
     rows = []
     for f in sorted(metrics_dir.glob("*.json")):
-        m = _read_json(f)
+        m = read_json(f)
         if isinstance(m, dict) and isinstance(m.get("seconds"), int | float):
             rows.append([f.stem, fmt(float(m["seconds"]), 3)])
     return Table(["stage", "seconds"], rows, caption="stage wall time") if rows else None
@@ -397,7 +202,7 @@ def studies_section(root: Path, page_dir: Path) -> Section | None:
     rows: list[list[Any]] = []
     for page in pages:
         link = Link(page.stem, Path(os.path.relpath(page, page_dir)).as_posix())
-        res = _read_json(root / "studies" / "results" / f"{page.stem}.json") or {}
+        res = read_json(root / "studies" / "results" / f"{page.stem}.json") or {}
         claims = res.get("claims") or []
         if not claims:
             rows.append([link, res.get("title", ""), "", "no results file" if not res else "no claims", "", ""])
@@ -419,9 +224,8 @@ def _ordered(ev: dict | None) -> dict | None:
 
 
 def build_sections(inp: ReportInputs, cfg: ReportConfig, page_dir: Path | None = None) -> list[Section]:
-    from lmpipe.report_eval import prefilter_section, steps_section  # they build on this module's helpers
 
-    ev = _ordered(_read_json(inp.evaluate_json))
+    ev = _ordered(read_json(inp.evaluate_json))
     steps = steps_section(ev)
     sections = [
         funnel_section(inp.metrics_dir, cfg.funnel_stages),
