@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,9 +198,22 @@ def remove_failed(root: Path, names: list[str]) -> None:
         dvc(root, "queue", "remove", *names, check=False)
 
 
+SHOW_ATTEMPTS = 3
+
+
 def show(root: Path) -> dict[str, Experiment]:
     """Every experiment DVC knows on any commit, by name (finished ones win over queued/failed namesakes)."""
-    data = json.loads(dvc(root, "exp", "show", "--json", "-A", "--no-pager") or "[]")
+    for attempt in range(SHOW_ATTEMPTS):
+        try:
+            out = dvc(root, "exp", "show", "--json", "-A", "--no-pager")
+            break
+        except ExperimentError:
+            # DVC can list a running experiment's info file just as its worker finishes and removes it
+            # (ENOENT on .dvc/tmp/exps/run/<rev>/<rev>.run): the next look is consistent
+            if attempt == SHOW_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0)
+    data = json.loads(out or "[]")
     found: dict[str, Experiment] = {}
     for baseline in data:
         for exp in baseline.get("experiments") or []:
