@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lmpipe.documents import read_manifest
 from tests.conftest import ROOT, stage_cmd
@@ -84,12 +85,12 @@ open(d + '/stats.json', 'w').write(json.dumps(s))
 """
 
 
-def _train_child(stage: str, d: Path, slow: float) -> subprocess.Popen:
+def _train_child(stage: str, d: Path, slow: float, stderr: Any = subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", TRAIN_CHILD, stage, str(d), str(slow)],
         env=child_env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
 
 
@@ -99,12 +100,18 @@ def train_killed_and_straight(
     """A post-training stage in ``killed`` (each a dir with ``post.json`` + ``base/``), slowed down and killed
     ``settle`` s after checkpoint ``kill_at`` is written, then resumed; ``straight`` runs uninterrupted.
     Returns the resumed run's stats."""
+    # the straight twin shares nothing with the killed run, so it runs meanwhile, in the CPU the slowed run
+    # leaves idle while it sleeps between steps
+    # (its stderr goes to a file: a pipe nobody reads until the end could fill up and stall it)
+    with open(straight / "stderr.txt", "wb") as twin_err:
+        twin = _train_child(stage, straight, 0.0, stderr=twin_err)
     proc = _train_child(stage, killed, 0.5)
     kill_when(proc, lambda: (killed / "ck" / kill_at / "trainer_state.json").exists(), timeout, settle)
     assert not (killed / "out").exists()  # the export is complete or absent
-    for d in (killed, straight):
-        p = _train_child(stage, d, 0.0)
-        assert p.wait(timeout) == 0, p.stderr.read().decode()[-3000:]
+    resumed = _train_child(stage, killed, 0.0)
+    _, err = resumed.communicate(timeout=timeout)
+    assert resumed.returncode == 0, err.decode()[-3000:]
+    assert twin.wait(timeout) == 0, (straight / "stderr.txt").read_text()[-3000:]
     return json.loads((killed / "stats.json").read_text())
 
 

@@ -259,5 +259,12 @@ def test_stage_clis_pack_train_and_resume(runs: dict, tmp_path: Path) -> None:
     assert first["steps"] == 6 and first["resumed_from_step"] == 0 and first["parent"] == str(root / "parent")
     assert json.loads((tmp_path / "m1.json").read_text())["train"]["synthetic"]["docs"] > 0
     AutoModelForCausalLM.from_pretrained(tmp_path / "model")
-    subprocess.run(cpt, check=True, cwd=repo, env=env)  # same params, data and parent: the checkpoint is reused
-    assert json.loads((tmp_path / "m2.json").read_text())["resumed_from_step"] == 6
+    # same params, data and parent: the checkpoint is reused (the same entry, in this process: one start-up less)
+    from lmpipe.contract import run_stage
+    from stages.registry import by_name
+
+    paths = {"tokens": root / "tokens", "new_tokens": tmp_path / "tokens-cpt", "tokenizer": root / "tokenizer",
+             "out": tmp_path / "model", "ckpt": tmp_path / "ckpt", "live": tmp_path / "live"}
+    run_stage("cpt", by_name()["cpt"].entry, {k: str(v) for k, v in paths.items()}, str(params),
+              str(tmp_path / "m3.json"))
+    assert json.loads((tmp_path / "m3.json").read_text())["resumed_from_step"] == 6

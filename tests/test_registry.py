@@ -34,16 +34,18 @@ def test_known_drift_is_covered():
 def test_runtime_imports_are_within_deps():
     """Independent of the AST walk: import each entry in a fresh interpreter, then call nothing; every project
     file Python loaded must be a declared dep of that stage."""
+    loaded: dict[str, set[str]] = {}  # per entry module: stages that share one load the same files
     for name, stage in dvc_stages().items():
         entry = stage["cmd"].split()[4]
         module = entry.partition(":")[0]
-        code = (f"import sys, importlib, lmpipe.contract; importlib.import_module({module!r}); "
-                "print('\\n'.join(sorted(m.__file__ for m in list(sys.modules.values()) "
-                "if getattr(m, '__file__', None) and '/src/lmpipe/' in m.__file__)))")
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                             env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"})
-        loaded = {str(Path(f).resolve().relative_to(ROOT)) for f in out.stdout.split()}
-        missing = loaded - set(stage["deps"])
+        if module not in loaded:
+            code = (f"import sys, importlib, lmpipe.contract; importlib.import_module({module!r}); "
+                    "print('\\n'.join(sorted(m.__file__ for m in list(sys.modules.values()) "
+                    "if getattr(m, '__file__', None) and '/src/lmpipe/' in m.__file__)))")
+            out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                 check=True, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"})
+            loaded[module] = {str(Path(f).resolve().relative_to(ROOT)) for f in out.stdout.split()}
+        missing = loaded[module] - set(stage["deps"])
         assert not missing, f"stage {name}: imports not in its deps: {sorted(missing)}"
 
 

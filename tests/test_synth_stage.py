@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmpipe.contract import run_stage
 from lmpipe.documents import (
     Document,
     ShardWriter,
@@ -28,6 +29,7 @@ from lmpipe.llm.config import LLMConfig
 from lmpipe.llm.testing import FaultServer, build_tiny_model, server_stats, start_serve_llm
 from lmpipe.synth.augment import AugmentJob, augment, plan_units
 from lmpipe.synth.config import AugmentConfig
+from stages.registry import by_name
 from tests.conftest import stage_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,13 +264,13 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_output(tiny_dir: Path, tmp_
     make_docs(docs, n_fiction=12, per_shard=2)  # 12 shards, one fiction doc each
     n_units = len(read_manifest(docs)["shards"])
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}
-    ref = tmp_path / "ref"
-    subprocess.run(
-        _stage_cmd(docs, ref, _params(tmp_path / "a.yaml", tiny_dir, tmp_path / "a.sqlite")),
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
+    ref = tmp_path / "ref"  # the uninterrupted reference: the stage entry in this process (one start-up less)
+    run_stage(
+        "augment",
+        by_name()["augment"].entry,
+        {"docs": str(docs), "out": str(ref / "docs"), "rejected": str(ref / "rejected")},
+        str(_params(tmp_path / "a.yaml", tiny_dir, tmp_path / "a.sqlite")),
+        str(ref / "m.json"),
     )
     out = tmp_path / "killed"
     params = _params(tmp_path / "b.yaml", tiny_dir, tmp_path / "b.sqlite")
