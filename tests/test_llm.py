@@ -272,3 +272,32 @@ def test_resolve_model_errors(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"x")
     assert resolve_model(str(tmp_path / "m.gguf")) == (tmp_path, "m.gguf")
     assert resolve_model(str(tmp_path)) == (tmp_path, "m.gguf")
+
+
+def test_a_gguf_is_converted_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load of a GGUF keeps its dequantised model as an HF directory; later loads (any process) read
+    that copy and convert nothing; a different GGUF file (another fingerprint) gets its own copy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmpipe.llm import embedded
+
+    src = build_tiny_model(tmp_path / "tiny")  # stands in for what transformers dequantises from the GGUF
+    ggufs = tmp_path / "ggufs"
+    ggufs.mkdir()
+    (ggufs / "m.gguf").write_bytes(b"GGUF" + bytes(60))
+    monkeypatch.setenv("LMPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    converted: list[str] = []
+
+    def dequantise(directory: Path, name: str) -> tuple[Any, Any]:
+        converted.append(name)
+        return AutoTokenizer.from_pretrained(src), AutoModelForCausalLM.from_pretrained(src)
+
+    monkeypatch.setattr(embedded, "load_gguf", dequantise)
+    first = embedded.hf_copy(ggufs, "m.gguf")
+    assert first.parent == tmp_path / "cache" / "gguf" and (first / "config.json").is_file()
+    assert embedded.hf_copy(ggufs, "m.gguf") == first and converted == ["m.gguf"]
+    assert not [p for p in first.parent.iterdir() if ".tmp-" in p.name]  # written aside, renamed
+    backend = EmbeddedBackend(str(ggufs / "m.gguf"), threads=1)  # the backend loads the copy: no conversion
+    assert converted == ["m.gguf"] and backend.model_id.startswith("embedded:m.gguf:")
+    (ggufs / "m.gguf").write_bytes(b"GGUF" + bytes(61))  # another file: another copy
+    assert embedded.hf_copy(ggufs, "m.gguf") != first and converted == ["m.gguf", "m.gguf"]

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmpipe.llm.embedded import SMOLLM2, model_fingerprint, resolve_model
+from lmpipe.llm.embedded import SMOLLM2, load_gguf, model_fingerprint, resolve_model
 from lmpipe.posttrain.trainer import export
 
 SOURCE = "source.json"
@@ -34,18 +34,7 @@ def convert_gguf(out_dir: str | Path, model: str = SMOLLM2, gguf_file: str | Non
     if done.is_file() and json.loads(done.read_text()) == source and (out / "config.json").is_file():
         return {**source, "out": str(out), "converted": False}
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    tok = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    lm = AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(name, dequantize=True)
-    )
-    # Dequantised on load, the model is ordinary fp32; transformers still refuses to save a model loaded through
-    # its GGUF quantizer, so we drop the quantizer's marks (weights and modules stay as loaded).
-    lm.hf_quantizer = None
-    if hasattr(lm.config, "quantization_config"):
-        del lm.config.quantization_config
+    tok, lm = load_gguf(directory, name)
     export(lm, tok, out, extra={SOURCE: json.dumps(source, indent=1)})
     return {
         **source,
