@@ -109,8 +109,11 @@ def make_trainer(
     data = Dataset.from_list(
         [{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]} for r in rows]
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=callbacks)
-    if trainer.padding_free:  # per-chat attention instead of an N×N block-diagonal mask (lmpipe.posttrain.varlen)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=data, processing_class=tok, callbacks=callbacks
+    )
+    # packed rows: per-chat attention, not an N×N block-diagonal mask (lmpipe.posttrain.varlen)
+    if trainer.padding_free:
         trainer.add_callback(packed_attention_callback())
     return trainer
 
