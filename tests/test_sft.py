@@ -199,3 +199,40 @@ def test_sft_resumes_after_kill_9(tmp_path):
     )
     diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
     assert diff < 1e-5, diff
+
+
+def test_training_attends_per_chat_exactly_and_gives_sdpa_back(tmp_path):
+    """Packed training runs per-chat causal attention (no N×N mask); its loss equals the unpacked batch's."""
+    from transformers import TrainerCallback
+
+    from lmpipe.posttrain.varlen import NAME, packed_attention_callback
+
+    torch.set_num_threads(1)
+    post, model_dir = _setup(tmp_path, _chats())
+    post.data.max_length = 512
+    plain, _ = _trainer(post, model_dir, tmp_path / "a", packing=False, batch=6)
+    packed, _ = _trainer(post, model_dir, tmp_path / "b", packing=True, batch=1)
+    b1 = next(iter(plain.get_train_dataloader()))
+    b2 = next(iter(packed.get_train_dataloader()))
+    plain.model.eval()
+    packed.model.eval()
+    switch = packed_attention_callback()
+    with torch.no_grad():
+        l1 = plain.compute_loss(plain.model, dict(b1)).item()  # one padded row per chat, sdpa
+        switch.on_train_begin(None, None, None, model=packed.model)
+        # all six chats in one row, per-chat attention
+        l2 = packed.compute_loss(packed.model, dict(b2)).item()
+        switch.on_train_end(None, None, None, model=packed.model)
+    assert l2 == pytest.approx(l1, rel=1e-5, abs=1e-6)
+
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            seen.append(model.config._attn_implementation)
+
+    packed.model.train()
+    packed.add_callback(Probe())
+    packed.train()
+    assert seen and set(seen) == {NAME}
+    assert packed.model.config._attn_implementation == "sdpa"  # generation and the exported model keep sdpa

@@ -29,6 +29,7 @@ from lmpipe.posttrain.trainer import (
     stage_seed,
     trainer_args,
 )
+from lmpipe.posttrain.varlen import packed_attention_callback
 
 if TYPE_CHECKING:
     from lmpipe.config import Params
@@ -108,7 +109,13 @@ def make_trainer(
     data = Dataset.from_list(
         [{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]} for r in rows]
     )
-    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=data, processing_class=tok, callbacks=callbacks
+    )
+    # packed rows: per-chat attention, not an N×N block-diagonal mask (lmpipe.posttrain.varlen)
+    if trainer.padding_free:
+        trainer.add_callback(packed_attention_callback())
+    return trainer
 
 
 def train_sft(

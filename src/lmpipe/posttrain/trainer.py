@@ -65,9 +65,34 @@ def prepare_checkpoints(ckpt_dir: str | Path, fingerprint: dict[str, Any]) -> st
     return get_last_checkpoint(str(ckpt))
 
 
+def score_labelled_only() -> None:
+    """Make TRL's fused LM head score only the positions with a label on CPU too (idempotent, process-wide).
+
+    ``trl.trainer.utils`` projects every position through the LM head unless Triton runs the kernel: static tile
+    shapes for compiled backends (Neuron). On eager CPU that reason does not hold, and SFT labels only the assistant
+    tokens (~30%), so scoring all of them tripled the head's work (the largest cost of an SFT step at vocab 8192).
+    The ignored positions' outputs are zeroed either way, so loss, gradients and metrics are the same. TRL has no
+    switch for it: we replace the predicate it reads (``_use_triton``, used for this decision only); the kernel
+    still runs its torch fallback, chosen by its own module's predicate.
+    """
+    import trl.trainer.utils as tu
+    from trl.kernels import chunked_logprob
+
+    if getattr(tu._use_triton, "lmpipe_compact", False):
+        return
+
+    def compact(device: Any) -> bool:
+        return device.type == "cpu" or chunked_logprob._use_triton(device)
+
+    compact.lmpipe_compact = True  # type: ignore[attr-defined]
+    tu._use_triton = compact
+
+
 def trainer_args(cls: type, loop: TrainLoopConfig, ckpt_dir: str | Path, seed: int, **extra: Any) -> Any:
     """A TRL config (SFTConfig, DPOConfig, GRPOConfig) with the loop settings and CPU-safe defaults."""
     import torch
+
+    score_labelled_only()
 
     return cls(
         output_dir=str(ckpt_dir),
