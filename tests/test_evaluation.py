@@ -369,13 +369,18 @@ def test_lm_eval_adapter_skips_cleanly(tiny_dir: Path) -> None:
         assert "not installed" in run_lm_eval(tiny_dir, LmEvalConfig(tasks=["demo"]))["skipped"]
 
 
+def write_qa(path: Path) -> Path:
+    """The QA items as the evaluate stage reads them (JSONL, multiple choice)."""
+    path.write_text("".join(json.dumps({"id": it.id, "title": it.title, "question": it.question, "choices": it.choices,
+                                        "answer_index": it.answer_index}) + "\n" for it in ITEMS))
+    return path
+
+
 def test_evaluate_stage_writes_metrics_samples_plots(tiny_dir: Path, tmp_path: Path) -> None:
     import yaml
 
     data = write_docs(tmp_path / "docs", corpus_docs())
-    qa = tmp_path / "qa.jsonl"
-    qa.write_text("".join(json.dumps({"id": it.id, "title": it.title, "question": it.question, "choices": it.choices,
-                                      "answer_index": it.answer_index}) + "\n" for it in ITEMS))
+    qa = write_qa(tmp_path / "qa.jsonl")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
         "ingest": {"sources": [{"uri": "x", "domain": "prose"}]},
@@ -436,9 +441,7 @@ def test_evaluate_scores_prefilter_sets_and_kept_steps(tiny_dir: Path, tmp_path:
     paths = {"heldout": write_docs(tmp_path / "heldout", docs), "heldout_raw": write_docs(tmp_path / "raw", docs),
              "heldout_clean": write_docs(tmp_path / "clean", clean_docs), "ckpt_pretrain": tmp_path / "ckpt",
              "ckpt_cpt": tmp_path / "no-ckpt"}
-    qa = tmp_path / "qa.jsonl"
-    qa.write_text("".join(json.dumps({"id": it.id, "title": it.title, "question": it.question, "choices": it.choices,
-                                      "answer_index": it.answer_index}) + "\n" for it in ITEMS))
+    qa = write_qa(tmp_path / "qa.jsonl")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
         "ingest": {"sources": [{"uri": "x", "domain": "prose"}]},

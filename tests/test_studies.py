@@ -208,8 +208,8 @@ def test_set_args_round_trip_through_dvc(tmp_path):
 def test_new_key_metric_is_not_looked_up_in_the_reference_run(tmp_path):
     # a metric written by code newer than the committed metrics/*.json: declared, so not an error
     body = yaml.safe_load(yaml.safe_dump(SMOKE))
-    body["metrics"]["fresh"] = {"path": "pretrain.val_loss_domains.prose", "new_key": True}
+    body["metrics"]["fresh"] = {"path": "pretrain.loss_by_new_code.prose", "new_key": True}
     load_study(write_study(tmp_path, body), ROOT)
     body["metrics"]["fresh"]["new_key"] = False
-    with pytest.raises(StudyError, match="metrics.fresh.path: no key 'val_loss_domains'"):
+    with pytest.raises(StudyError, match="metrics.fresh.path: no key 'loss_by_new_code'"):
         load_study(write_study(tmp_path, body), ROOT)

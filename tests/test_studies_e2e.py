@@ -44,6 +44,17 @@ def exps(root) -> dict[str, tuple[str, str]]:
     return out
 
 
+def exps_settled(root, tries: int = 15) -> dict[str, tuple[str, str]]:
+    """``exps`` right after a crash: DVC may fail on a killed worker's task for a few seconds (the info file of
+    a task it had just taken is missing until DVC marks the task failed); ask again."""
+    for _ in range(tries - 1):
+        try:
+            return exps(root)
+        except AssertionError:
+            time.sleep(2)
+    return exps(root)
+
+
 def queue_tasks(root) -> int:
     """Every experiment DVC's queue was ever given (finished, failed, queued, running)."""
     lines = sh(["dvc", "queue", "status"], root).splitlines()
@@ -113,7 +124,7 @@ def killed(ws, prefect_env):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     sh(["dvc", "queue", "stop", "--kill"], ws)
-    found = exps(ws)
+    found = exps_settled(ws)
     finished = {n: rev for n, (rev, s) in found.items() if s == "success"}
     assert len(finished) == 1, found  # one worker: the others were still queued, or running when killed
     return finished

@@ -198,7 +198,8 @@ def remove_failed(root: Path, names: list[str]) -> None:
         dvc(root, "queue", "remove", *names, check=False)
 
 
-SHOW_ATTEMPTS = 3
+SHOW_ATTEMPTS = 5  # 1 + 2 + 4 + 8 s of waiting at most
+SHOW_BACKOFF_S = 1.0
 
 
 def show(root: Path) -> dict[str, Experiment]:
@@ -208,11 +209,12 @@ def show(root: Path) -> dict[str, Experiment]:
             out = dvc(root, "exp", "show", "--json", "-A", "--no-pager")
             break
         except ExperimentError:
-            # DVC can list a running experiment's info file just as its worker finishes and removes it
-            # (ENOENT on .dvc/tmp/exps/run/<rev>/<rev>.run): the next look is consistent
+            # DVC can list a running experiment's info file just as its worker finishes and removes it, and
+            # after a crash it lists a task the killed worker had just taken until it marks the task failed
+            # (ENOENT on .dvc/tmp/exps/run/<rev>/<rev>.run): a later look is consistent
             if attempt == SHOW_ATTEMPTS - 1:
                 raise
-            time.sleep(1.0)
+            time.sleep(SHOW_BACKOFF_S * 2**attempt)
     data = json.loads(out or "[]")
     found: dict[str, Experiment] = {}
     for baseline in data:
