@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from lmpipe.studies import experiments as ex
 from lmpipe.studies import report, runner
 from lmpipe.studies.spec import load_study
 
@@ -35,6 +36,8 @@ def run_experiments(
 ) -> dict:
     log = get_run_logger()
     study, base = load_study(name, root, profile), Path(root)
+    if orphans := ex.fail_orphans(base):  # left by a crash: requeued below as failed cells
+        log.info("marked failed (taken by a worker that died): %s", ", ".join(orphans))
     p = runner.plan(study, base)
     log.info("plan: %s", p.summary())
     return runner.execute(study, base, p, jobs, poll_s, log=log.info, mode=mode).summary()

@@ -9,6 +9,7 @@ experiments proves both that a killed study resumes and that a study runs end to
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,8 @@ def exps(root) -> dict[str, tuple[str, str]]:
     for b in json.loads(sh(["dvc", "exp", "show", "--json", "-A"], root)):
         for e in b.get("experiments") or []:
             state = (e.get("executor") or {}).get("state") or "success"
-            out[e["name"]] = (e["revs"][0]["rev"], state)
+            if out.get(e["name"], ("", ""))[1] != "success":  # a finished run wins over a failed namesake
+                out[e["name"]] = (e["revs"][0]["rev"], state)
     return out
 
 
@@ -127,12 +129,16 @@ def killed(ws, prefect_env):
     # the DVC worker (a daemon of its own) may take the next task while it shuts down and leave it half-started:
     # `exp show` fails on it until the worker is gone and DVC marks it failed
     deadline = time.time() + 300
-    while "Worker status: 0 active, 0 idle" not in sh(["dvc", "queue", "status"], ws) and time.time() < deadline:
+    while "Worker status: 0 active, 0 idle" not in (status := sh(["dvc", "queue", "status"], ws)):
+        assert time.time() < deadline, status
         time.sleep(2)
-    found = exps_settled(ws, tries=90)
-    finished = {n: rev for n, (rev, s) in found.items() if s == "success"}
-    assert len(finished) == 1, found  # one worker: the others were still queued, or running when killed
-    return finished
+    # `exp show` may fail on a half-taken task until the study runner marks it failed: read DVC's queue and the
+    # experiments' git refs instead
+    succeeded = re.findall(r"^\w+\s+(\S+)\s+.*\sSuccess\s*$", status, re.MULTILINE)
+    refs = sh(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], ws).split()
+    revs = {ref.rsplit("/", 1)[-1]: rev for ref, rev in zip(refs[::2], refs[1::2], strict=True)}
+    assert len(succeeded) == 1, status  # one worker: the others were still queued, or running when killed
+    return {n: revs[n] for n in succeeded}
 
 
 @pytest.fixture(scope="module")

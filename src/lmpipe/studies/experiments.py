@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -196,6 +197,19 @@ def start_workers(root: Path, jobs: int) -> None:
 def remove_failed(root: Path, names: list[str]) -> None:
     if names:
         dvc(root, "queue", "remove", *names, check=False)
+
+
+def fail_orphans(root: Path) -> list[str]:
+    """Mark failed the tasks DVC lists as running while no queue worker is alive: a crash can leave one that a
+    dying worker took but never started, and `dvc exp show` fails on its missing info file until it is marked
+    (`dvc queue kill` of a task with no process does exactly that). Call it before starting workers."""
+    status = dvc(root, "queue", "status")
+    if "Worker status: 0 active, 0 idle" not in status:
+        return []  # a live worker (ours or another run's) may be running them
+    names = [m.group(1) for m in re.finditer(r"^\w+\s+(\S+)\s+.*\sRunning\s*$", status, re.MULTILINE)]
+    if names:
+        dvc(root, "queue", "kill", *names, check=False)
+    return names
 
 
 SHOW_ATTEMPTS = 5  # 1 + 2 + 4 + 8 s of waiting at most
