@@ -217,7 +217,7 @@ SHOW_BACKOFF_S = 1.0
 
 
 def show(root: Path) -> dict[str, Experiment]:
-    """Every experiment DVC knows on any commit, by name (finished ones win over queued/failed namesakes)."""
+    """Every experiment DVC knows on any commit, by name (of namesakes: finished, else running, else queued)."""
     for attempt in range(SHOW_ATTEMPTS):
         try:
             out = dvc(root, "exp", "show", "--json", "-A", "--no-pager")
@@ -247,9 +247,14 @@ def show(root: Path) -> dict[str, Experiment]:
                 params=((d.get("params") or {}).get("params.yaml") or {}).get("data") or {},
                 metrics={p: m.get("data") or {} for p, m in (d.get("metrics") or {}).items()},
             )
-            if name not in found or (e.state == "success" and found[name].state != "success"):
+            if name not in found or _RANK.get(e.state, 0) > _RANK.get(found[name].state, 0):
                 found[name] = e
     return found
+
+
+# Which of several namesakes counts: a resumed study requeues a failed cell under its old name, and DVC may
+# still list the failed task beside the new one; the new one (queued or running) must be waited for.
+_RANK = {"success": 3, "running": 2, "queued": 1}
 
 
 def matches(exp: Experiment, overrides: dict[str, Any]) -> bool:
