@@ -20,6 +20,10 @@ The RS2 baseline sampler is :class:`lmpipe.mixing.rs2.RS2Sampler`.
 
 Training reads it through :mod:`lmpipe.training.data` (global batches sliced per rank); this module does
 not import torch.
+
+Kept as one module past ~400 lines on purpose: the index's stream layout, the window arithmetic and the
+counter-based draws together define which tokens step s reads, and the resume contract (``state_dict``) is
+only checkable with all three in view.
 """
 
 from __future__ import annotations

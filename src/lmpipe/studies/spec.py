@@ -46,7 +46,8 @@ class Metric(_Model):
         description="likelihood-type metrics vs discrete accuracies (scale transfer reports both)",
     )
     new_key: bool = Field(
-        False, description="written by code newer than the committed reference run: not looked up in its metrics"
+        False,
+        description="written by code newer than the committed reference run: not looked up in its metrics",
     )
 
     @property
