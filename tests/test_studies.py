@@ -81,6 +81,11 @@ def test_check_key_against_params_schema(key, problem):
         (lambda b: b.update(profile="nosuch"), "profile: "),
         (lambda b: b["arms"].update({"Bad Name": {}}), "arm names must match"),
         (lambda b: b.update(seed_param="train.sead"), "seed_param: train.sead: unknown key 'sead'"),
+        (  # params.yaml pretrains on the tune stage's winner: these weights would never be read
+            lambda b: b["arms"]["tiny_lr"]["params"].update({"mixture.weights": {"prose": 1.0}}),
+            "arms.tiny_lr (with profile and study params): sets mixture.weights.prose but mixture.from_tune "
+            "is true, so it has no effect",
+        ),
     ],
 )
 def test_invalid_study_fails_with_yaml_path(tmp_path, edit, message):
@@ -89,6 +94,20 @@ def test_invalid_study_fails_with_yaml_path(tmp_path, edit, message):
     with pytest.raises(StudyError) as err:
         load_study(write_study(tmp_path, body), ROOT)
     assert message in str(err.value) and str(tmp_path / "s.yaml") in str(err.value)
+
+
+def test_shadowed_weights_depend_on_where_the_switch_is_set(tmp_path):
+    body = yaml.safe_load(yaml.safe_dump(SMOKE))
+    body["params"] = {"mixture.from_tune": False}  # the study turns the switch off: every arm's weights count
+    body["arms"]["tiny_lr"]["params"].update({"mixture.weights": {"prose": 1.0}})
+    load_study(write_study(tmp_path, body), ROOT)
+    # an arm that turns it back on next to weights of its own would silently drop them
+    body["arms"]["tiny_lr"]["params"]["mixture.from_tune"] = True
+    with pytest.raises(StudyError, match=r"arms\.tiny_lr .* sets mixture\.weights\.prose but"):
+        load_study(write_study(tmp_path, body), ROOT)
+    # an arm that turns it on with no weights of its own means to leave the study's unused (study g's tuned arm)
+    body["params"]["mixture.weights"] = body["arms"]["tiny_lr"]["params"].pop("mixture.weights")
+    load_study(write_study(tmp_path, body), ROOT)
 
 
 def test_t_interval_hand_computed():

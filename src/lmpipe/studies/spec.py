@@ -21,6 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lmpipe.config import ConfigError, Params, _unwrap, parse_params, read_yaml_mapping
 
 NAME = r"^[a-z0-9][a-z0-9_-]*$"  # arm and study names end up in git ref names (DVC experiment names)
+
+# Overrides a switch silences: (key prefix, switch, its value that silences it, what is read instead). An arm that
+# sets one while the switch has that value would run, and quietly compare identical runs.
+SHADOWED = [
+    (
+        "mixture.weights",
+        "mixture.from_tune",
+        True,
+        "pretrain reads the tune stage's winner (best_mixture.yaml)",
+    ),
+]
 Flat = dict[str, Any]
 
 
@@ -242,6 +253,41 @@ def _lookup(data: Any, keys: list[str]) -> tuple[bool, str]:
     return True, ""
 
 
+def _shadowed(study: Study, arm: str, merged: dict[str, Any]) -> list[str]:
+    """Overrides that the arm's effective params make ineffective (see ``SHADOWED``): set at the same or a more
+    specific level (params.yaml < profile < study < arm) than the switch value that silences them. An arm that
+    turns the switch on itself means to leave the profile's values unused."""
+    levels = [flatten(study.profile_params), flatten(study.params), flatten(study.arms[arm].params)]
+    out = []
+    for prefix, switch, value, instead in SHADOWED:
+        try:
+            silenced = get_dotted(merged, switch) == value
+        except (KeyError, TypeError):
+            silenced = False
+        if not silenced:
+            continue
+        switch_level = max((i for i, lv in enumerate(levels) if switch in lv), default=-1)
+        set_here = [
+            k
+            for lv in levels[max(switch_level, 0) :]
+            for k in lv
+            if k == prefix or k.startswith(prefix + ".")
+        ]
+        if set_here:
+            out.append(
+                f"arms.{arm} (with profile and study params): sets {', '.join(set_here)} but {switch} is "
+                f"{json.dumps(value)}, so it has no effect ({instead}); set {switch}: {json.dumps(not value)} "
+                "in the profile, the study or the arm"
+            )
+    return out
+
+
+def get_dotted(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
 def load_study(name_or_path: str | Path, root: str | Path = ".", profile: str | None = None) -> Study:
     """Read and fully validate ``studies/NAME.yaml`` (or a path) against the project at ``root``; ``profile``
     runs it at another profile than the file names ('none': params.yaml as is), with its own results."""
@@ -297,6 +343,7 @@ def load_study(name_or_path: str | Path, root: str | Path = ".", profile: str | 
                 parse_params(merged, f"arms.{arm} (params.yaml + profile + arm)")
             except ConfigError as e:
                 problems.append(str(e))
+            problems += _shadowed(study, arm, merged)
 
     try:
         files = metric_files(root, study.target)
