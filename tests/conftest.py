@@ -73,9 +73,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """End-to-end tests first (stable otherwise): under xdist the longest files start at once instead of
-    leaving one worker busy with them after the other has run out of work."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+    """End-to-end tests first, the longest (``e2e(minutes=N)``) before the rest (stable otherwise): under xdist
+    (loadfile) a worker takes files in this order, so a long file that starts late becomes the suite's tail."""
+
+    def order(item: pytest.Item) -> tuple[bool, float]:
+        mark = item.get_closest_marker("e2e")
+        return mark is None, -(mark.kwargs.get("minutes", 0) if mark else 0)
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import yaml
 from lmpipe.config import deep_merge
 from tests.conftest import ROOT, make_workspace
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e(minutes=9)
 BIN = Path(sys.executable).parent
 
 

@@ -23,7 +23,7 @@ import yaml
 from lmpipe.config import deep_merge, read_yaml_mapping
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e(minutes=6)
 BIN = Path(sys.executable).parent
 
 
