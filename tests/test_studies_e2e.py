@@ -70,9 +70,16 @@ def ws(tmp_path_factory):
     sh(["git", "init", "-q"], root)
     sh(["dvc", "init", "-q"], root)
     sh(["dvc", "config", "core.analytics", "false"], root)
-    sh(["dvc", "repro", "tokenize", "tune"], root)  # everything pretrain needs, so experiments only train
     sh(["git", "add", "-A"], root)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny baseline"], root)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], root)
+    # the control's params with everything pretrain needs run and committed, so experiments only train
+    who = {k: "t" for k in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")}
+    out = sh([str(BIN / "lmpipe"), "study", "baseline", "smoke", "--upto", "tune"], root, env=who)
+    assert "baseline committed on study/smoke" in out
+    assert sh(["git", "status", "--porcelain"], root) == ""
+    committed = yaml.safe_load(sh(["git", "show", "study/smoke:params.yaml"], root))
+    assert committed["train"]["seed"] == 1 and committed["train"]["max_steps"] == 16  # control, seed 1, tiny
+    assert (root / "data/tune/best_mixture.yaml").exists()
     yield root
     subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=root, capture_output=True)
 

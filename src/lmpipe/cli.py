@@ -104,6 +104,25 @@ def study_run(
         typer.echo(f"{c['expect']:<30} {c['metric']:<16} effect={c['effect']} ci={c['ci']} -> {c['verdict']}")
 
 
+@study_app.command("baseline")
+def study_baseline(
+    name: str = typer.Argument(..., help="studies/NAME.yaml"),
+    upto: list[str] = typer.Option(None, help="stages to run (default: the study's target)"),
+    profile: str = typer.Option(None, help="run at another profile than the file's ('none' = params.yaml)"),
+) -> None:
+    """Before `study run --mode workspace`: commit this workspace at the control arm's params with its
+    upstream run, on branch study/NAME, so each experiment reruns only the stages its overrides touch."""
+    from lmpipe.studies import experiments as ex
+    from lmpipe.studies.spec import StudyError, load_study
+
+    try:
+        study = load_study(name, ".", profile)
+    except StudyError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"baseline committed on {ex.baseline(Path('.'), study, upto)}")
+
+
 @study_app.command("report")
 def study_report(
     name: str = typer.Argument(..., help="studies/NAME.yaml"),

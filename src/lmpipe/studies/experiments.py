@@ -20,7 +20,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmpipe.studies.spec import Study
 
 # What decides an experiment's result besides its overrides: the code and the pipeline definition.
 CODE_PATHS = ("src", "stages", "dvc.yaml", "params.yaml")
@@ -166,6 +169,37 @@ def run_in_workspace(root: Path, name: str, target: str, overrides: dict[str, An
         )
     finally:
         restore_params(root)
+
+
+def baseline(root: Path, study: Study, upto: list[str] | None = None) -> str:
+    """Make this workspace a study's baseline commit: params.yaml := the control arm's first-seed params, its
+    upstream run (``dvc repro``, the study's target unless ``upto``), committed on branch ``study/LABEL``.
+
+    Why: after each experiment DVC puts ``HEAD``'s tracked files back, so every later experiment compares against
+    ``HEAD``'s dvc.lock; when that is not this workspace's run (e.g. a committed reference run at another
+    profile), every upstream stage reruns for every cell. From this baseline a cell reruns only what its
+    overrides touch. Returns the branch name."""
+    import yaml
+
+    from lmpipe.studies.spec import set_dotted
+
+    params = root / "params.yaml"
+    data = yaml.safe_load(params.read_text()) or {}
+    for key, value in study.overrides(study.control, study.seeds[0]).items():
+        set_dotted(data, key, value)
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    dvc(root, "repro", *(upto or [study.target]))
+    branch = f"study/{study.label}"
+
+    def git(*a: str) -> None:
+        subprocess.run(["git", *a], cwd=root, check=True, capture_output=True, text=True)
+
+    current = subprocess.run(["git", "branch", "--show-current"], cwd=root, capture_output=True, text=True)
+    if current.stdout.strip() != branch:
+        git("switch", "-c", branch)
+    git("add", "-A")
+    git("commit", "-qm", f"study {study.label}: baseline = arm {study.control}, seed {study.seeds[0]}")
+    return branch
 
 
 def _saved_params(root: Path) -> Path:
