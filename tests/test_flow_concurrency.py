@@ -63,14 +63,24 @@ def test_independent_stages_run_side_by_side_and_a_failure_stops_what_follows(tm
     status = subprocess.run([str(BIN / "dvc"), "status"], cwd=root, capture_output=True, text=True)
     assert "up to date" in status.stdout
 
-    # b now fails at once while a (changed input) still runs: a finishes and is recorded, c never starts
+    # only a's input changed: b is known up to date from one `dvc status` (no dvc process of its own), while c,
+    # which DVC's status alone calls unchanged, still goes through `dvc repro` because its upstream a reran
     (root / "a.in").write_text("2")
+    c_before = span(root, "c.txt")
+    r = flow(root, "--jobs", "2")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "[a] Running stage 'a'" in out and "b: up to date (dvc status)" in out and "[b]" not in out
+    assert "[c] Running stage 'c'" in out and span(root, "c.txt") != c_before
+
+    # b now fails at once while a (changed input) still runs: a finishes and is recorded, c never starts
+    (root / "a.in").write_text("3")
     write_dvc_yaml(root, "fail")
     before_c = (root / "c.txt").read_text()
     r = flow(root, "--jobs", "2", "--retries", "0")
     assert r.returncode != 0 and "stage 'b' failed" in r.stdout + r.stderr
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     a_in = next(d for d in lock["a"]["deps"] if d["path"] == "a.in")
-    assert a_in["md5"] == "c81e728d9d4c2f636f067f89cc14862c"  # md5 of "2": a's new result was recorded
+    assert a_in["md5"] == "eccbc87e4b5ce2fe28308fd9f2a7baf3"  # md5 of "3": a's new result was recorded
     assert (root / "c.txt").read_text() == before_c
     assert "not started: c" in r.stdout + r.stderr
