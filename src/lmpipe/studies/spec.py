@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmpipe.config import ConfigError, Params, _unwrap, parse_params, read_yaml_mapping
+from lmpipe.studies.experiments import get_key
 
 NAME = r"^[a-z0-9][a-z0-9_-]*$"  # arm and study names end up in git ref names (DVC experiment names)
 
@@ -261,7 +262,7 @@ def _shadowed(study: Study, arm: str, merged: dict[str, Any]) -> list[str]:
     out = []
     for prefix, switch, value, instead in SHADOWED:
         try:
-            silenced = get_dotted(merged, switch) == value
+            silenced = get_key(merged, switch) == value
         except (KeyError, TypeError):
             silenced = False
         if not silenced:
@@ -280,12 +281,6 @@ def _shadowed(study: Study, arm: str, merged: dict[str, Any]) -> list[str]:
                 "in the profile, the study or the arm"
             )
     return out
-
-
-def get_dotted(d: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        d = d[part]
-    return d
 
 
 def load_study(name_or_path: str | Path, root: str | Path = ".", profile: str | None = None) -> Study:
