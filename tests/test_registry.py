@@ -31,21 +31,49 @@ def test_known_drift_is_covered():
     assert {"src/lmpipe/filters/toxicity.py"} <= deps["evaluate"]
 
 
+# One interpreter imports the heavy third-party libraries once, then forks a child per entry module: each child
+# starts with no project module loaded (a fresh import of the entry), without paying torch's import each time.
+LOADED_BY_ENTRY = """
+import importlib, json, os, sys
+for lib in ("numpy", "torch", "transformers", "pyarrow", "lightning", "datasets", "trl"):
+    try:
+        importlib.import_module(lib)
+    except ImportError:
+        pass
+assert not any(m.startswith("lmpipe") for m in sys.modules), "a third-party import loaded the project"
+out = {}
+for module in sys.argv[1:]:
+    r, w = os.pipe()
+    if (pid := os.fork()) == 0:
+        os.close(r)
+        import lmpipe.contract  # noqa: F401 - what `python -m stages` loads before the entry
+        importlib.import_module(module)
+        files = sorted(m.__file__ for m in list(sys.modules.values())
+                       if getattr(m, "__file__", None) and "/src/lmpipe/" in m.__file__)
+        os.write(w, json.dumps(files).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out[module] = json.loads(f.read())
+    assert os.waitpid(pid, 0)[1] == 0, module
+print(json.dumps(out))
+"""
+
+
 def test_runtime_imports_are_within_deps():
-    """Independent of the AST walk: import each entry in a fresh interpreter, then call nothing; every project
-    file Python loaded must be a declared dep of that stage."""
-    loaded: dict[str, set[str]] = {}  # per entry module: stages that share one load the same files
-    for name, stage in dvc_stages().items():
-        entry = stage["cmd"].split()[4]
-        module = entry.partition(":")[0]
-        if module not in loaded:
-            code = (f"import sys, importlib, lmpipe.contract; importlib.import_module({module!r}); "
-                    "print('\\n'.join(sorted(m.__file__ for m in list(sys.modules.values()) "
-                    "if getattr(m, '__file__', None) and '/src/lmpipe/' in m.__file__)))")
-            out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                                 check=True, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"})
-            loaded[module] = {str(Path(f).resolve().relative_to(ROOT)) for f in out.stdout.split()}
-        missing = loaded[module] - set(stage["deps"])
+    """Independent of the AST walk: import each entry in a fresh interpreter state, then call nothing; every
+    project file Python loaded must be a declared dep of that stage."""
+    stages = dvc_stages()
+    entry = {name: stage["cmd"].split()[4].partition(":")[0] for name, stage in stages.items()}
+    out = subprocess.run([sys.executable, "-c", LOADED_BY_ENTRY, *sorted(set(entry.values()))], cwd=ROOT,
+                         capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    loaded = {m: {str(Path(f).resolve().relative_to(ROOT)) for f in files}
+              for m, files in json.loads(out.stdout).items()}
+    assert set(loaded) == set(entry.values())
+    for name, stage in stages.items():
+        assert "src/lmpipe/contract.py" in loaded[entry[name]]
+        missing = loaded[entry[name]] - set(stage["deps"])
         assert not missing, f"stage {name}: imports not in its deps: {sorted(missing)}"
 
 
